@@ -1,0 +1,234 @@
+//! Daemon configuration: one TOML file, every field defaulted and documented in
+//! `DEFAULT_TOML` (what `crius config default` prints).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The CRI socket.
+    pub socket: PathBuf,
+    /// Persistent state: images, pod and container records.
+    pub root: PathBuf,
+    /// Volatile state: namespace pins, bundles, monitor sockets.
+    pub run_root: PathBuf,
+    /// Cgroup under which every pod cgroup is created (relative to each hierarchy root).
+    pub cgroup_parent: String,
+    /// Where the cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+    /// `tracing` filter for the daemon's stderr log.
+    pub log_level: String,
+    pub cni: CniConfig,
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// The first network configuration (lexical order) in this directory is used.
+    pub conf_dir: PathBuf,
+    /// Directories searched for CNI plugin binaries.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// containerd `certs.d` layout: `<config_path>/<host>/hosts.toml`.
+    pub config_path: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: "/run/crius/crius.sock".into(),
+            root: "/var/lib/crius".into(),
+            run_root: "/run/crius".into(),
+            cgroup_parent: "crius".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            log_level: "info".into(),
+            cni: CniConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into()],
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: "/etc/crius/certs.d".into(),
+        }
+    }
+}
+
+/// The default configuration with a comment on every field. A unit test keeps it equal to
+/// `Config::default()`.
+pub const DEFAULT_TOML: &str = r#"# crius configuration. Every field is optional; shown are the defaults.
+
+# The CRI gRPC socket (mode 0660, owner root).
+socket = "/run/crius/crius.sock"
+# Persistent state: image blobs and snapshots, pod and container records.
+root = "/var/lib/crius"
+# Volatile state: pinned namespaces, OCI bundles, monitor sockets.
+run_root = "/run/crius"
+# Cgroup under which pod cgroups are created, relative to each hierarchy root.
+cgroup_parent = "crius"
+# Where the cgroup hierarchies (v1 controllers or the v2 unified tree) are mounted.
+cgroup_root = "/sys/fs/cgroup"
+# Log filter for the daemon's stderr (tracing EnvFilter syntax; RUST_LOG overrides).
+log_level = "info"
+
+[cni]
+# The first network configuration (lexical order, .conflist/.conf/.json) is used.
+conf_dir = "/etc/cni/net.d"
+# Directories searched for CNI plugin binaries, in order.
+bin_dirs = ["/opt/cni/bin"]
+
+[registry]
+# Registry host configuration in containerd's certs.d layout:
+# <config_path>/<host>/hosts.toml with `server` and [host."<url>"] capabilities.
+config_path = "/etc/crius/certs.d"
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default location means all defaults.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        cfg.validate()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.into(),
+                message,
+            })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, p) in [
+            ("socket", &self.socket),
+            ("root", &self.root),
+            ("run_root", &self.run_root),
+            ("cgroup_root", &self.cgroup_root),
+            ("cni.conf_dir", &self.cni.conf_dir),
+            ("registry.config_path", &self.registry.config_path),
+        ] {
+            if !p.is_absolute() {
+                return Err(format!("{name} must be an absolute path, got {p:?}"));
+            }
+        }
+        if self.cgroup_parent.split('/').any(|c| c == "..") {
+            return Err("cgroup_parent must not contain '..'".into());
+        }
+        Ok(())
+    }
+
+    /// Directory layout derived from the roots; every module takes its paths from here.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            images: self.root.join("images"),
+            pods: self.root.join("pods"),
+            containers: self.root.join("containers"),
+            pod_run: self.run_root.join("pods"),
+            container_run: self.run_root.join("containers"),
+        }
+    }
+}
+
+/// Where each kind of state lives.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Image store root (blobs, snapshots, image records).
+    pub images: PathBuf,
+    /// Persistent pod records: `<pods>/<id>/`.
+    pub pods: PathBuf,
+    /// Persistent container records, writable layers, exit records: `<containers>/<id>/`.
+    pub containers: PathBuf,
+    /// Volatile per-pod dir: namespace pins, monitor socket, resolv.conf, hosts.
+    pub pod_run: PathBuf,
+    /// Volatile per-container dir: the OCI bundle.
+    pub container_run: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_matches_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let parsed: Config = toml::from_str("root = \"/tmp/x\"\n[cni]\nbin_dirs=[\"/a\"]").unwrap();
+        assert_eq!(parsed.root, PathBuf::from("/tmp/x"));
+        assert_eq!(parsed.cni.bin_dirs, vec![PathBuf::from("/a")]);
+        assert_eq!(parsed.cni.conf_dir, CniConfig::default().conf_dir);
+        assert_eq!(parsed.socket, Config::default().socket);
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        assert!(toml::from_str::<Config>("sokcet = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn relative_paths_are_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "root = \"relative\"").unwrap();
+        assert!(matches!(Config::load(&p, true), Err(ConfigError::Invalid { .. })));
+        std::fs::write(&p, "cgroup_parent = \"a/../b\"").unwrap();
+        assert!(matches!(Config::load(&p, true), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_explicit_is_error() {
+        let p = Path::new("/nonexistent/crius.toml");
+        assert_eq!(Config::load(p, false).unwrap(), Config::default());
+        assert!(matches!(Config::load(p, true), Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,1 @@
+//! The CRI gRPC layer: thin translation between CRI messages and domain calls.

@@ -1,0 +1,103 @@
+//! The built-in OCI runtime. Its only input is an OCI bundle (`config.json` + rootfs); it
+//! runs inside the per-pod monitor, which is single-threaded, so forking here is safe.
+//! No tokio in this module tree.
+//!
+//! Lifecycle, as in the OCI runtime spec: [`create`] builds the container (namespaces,
+//! cgroup, mounts, pivot_root, user, rlimits) with its init process blocked before
+//! `execve`; [`Created::start`] releases it; the caller (the monitor) reaps it, sends
+//! signals and finally calls [`destroy`].
+
+pub mod cgroups;
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Pid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid bundle {bundle}: {message}")]
+    InvalidSpec { bundle: PathBuf, message: String },
+    #[error("{op}: {source}")]
+    Sys { op: &'static str, source: nix::Error },
+    /// The container's init reported a failure before exec (e.g. executable not found).
+    #[error("container init failed: {0}")]
+    Init(String),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
+}
+
+/// File descriptors that become the container process's fd 0, 1, 2.
+/// `None` for stdin means /dev/null.
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+pub struct CreateOptions<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub stdio: Stdio,
+    /// Root of the cgroup hierarchies (normally /sys/fs/cgroup); injectable for tests.
+    pub cgroup_root: &'a Path,
+}
+
+/// A container whose init is blocked before exec.
+pub struct Created {
+    pub pid: Pid,
+    /// Closing or writing to this releases the init process to exec the user program.
+    start: OwnedFd,
+}
+
+impl Created {
+    pub fn new(pid: Pid, start: OwnedFd) -> Self {
+        Created { pid, start }
+    }
+
+    /// Lets init exec the user program. Returns once init has been signalled; a failure
+    /// of the exec itself shows as init exiting with code 127/126.
+    pub fn start(self) -> Result<(), RuntimeError> {
+        start_impl(self.start)
+    }
+}
+
+/// A process to run inside an existing container (ExecSync today; exec with tty later).
+pub struct ExecOptions<'a> {
+    /// The container's bundle: its config.json gives env, cwd, user and cgroup path.
+    pub bundle: &'a Path,
+    /// Pid of the container's init (its namespaces are joined through /proc/<pid>/ns).
+    pub container_pid: Pid,
+    pub args: &'a [String],
+    pub stdio: Stdio,
+    pub cgroup_root: &'a Path,
+}
+
+mod process;
+
+/// Creates the container; see the module docs.
+pub fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
+    process::create(opts)
+}
+
+/// Starts `args` inside the running container. Returns a pid that is a child of the
+/// caller, whose exit status is the exec'd program's.
+pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
+    process::exec(opts)
+}
+
+/// Removes what [`create`] made outside the container's own namespaces (its cgroup),
+/// killing anything still in the cgroup. Idempotent.
+pub fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeError> {
+    process::destroy(bundle, cgroup_root)
+}
+
+fn start_impl(fd: OwnedFd) -> Result<(), RuntimeError> {
+    process::release(fd)
+}
