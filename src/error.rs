@@ -39,6 +39,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0} is not implemented")]
     Unimplemented(&'static str),
+    #[error("{0}")]
+    Timeout(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -69,6 +71,11 @@ impl Error {
     }
 }
 
+/// For `map_err` on a poisoned lock: a panic elsewhere left shared state unusable.
+pub fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
+    Error::FailedPrecondition("internal state lock poisoned by an earlier panic".into())
+}
+
 impl Classify for Error {
     fn kind(&self) -> Kind {
         match self {
@@ -77,6 +84,7 @@ impl Classify for Error {
             Error::AlreadyExists { .. } => Kind::AlreadyExists,
             Error::FailedPrecondition(_) => Kind::FailedPrecondition,
             Error::Unimplemented(_) => Kind::Unimplemented,
+            Error::Timeout(_) => Kind::DeadlineExceeded,
             Error::Io { .. } => Kind::Internal,
             Error::Store(e) => e.kind(),
             Error::Image(e) => e.kind(),

@@ -2,8 +2,10 @@
 
 mod config;
 mod container;
+mod daemon;
 mod error;
 mod grpc;
+mod id;
 mod image;
 mod monitor;
 mod runtime;
@@ -61,15 +63,42 @@ fn main() -> ExitCode {
                 None => (PathBuf::from(config::DEFAULT_CONFIG_PATH), false),
             };
             match config::Config::load(&path, explicit) {
-                Ok(cfg) => {
-                    let _ = cfg;
-                    ExitCode::SUCCESS
-                }
+                Ok(cfg) => run_daemon(cfg),
                 Err(e) => {
                     eprintln!("crius: {e}");
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn run_daemon(cfg: config::Config) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // Two workers match the small machines crius targets; blocking work (mounts,
+    // namespace setup, file I/O) goes to the blocking pool.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crius: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(daemon::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "crius failed");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,2 +1,8 @@
-//! Containers: OCI spec generation (pure), rootfs, and the container manager.
+//! Containers: request validation, OCI spec generation (pure), user resolution, the
+//! overlay rootfs, and the container manager that drives the pod's monitor.
+pub mod manager;
+pub mod rootfs;
 pub mod spec;
+pub mod status;
+pub mod user;
+pub mod validate;

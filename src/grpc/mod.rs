@@ -1,1 +1,92 @@
-//! The CRI gRPC layer: thin translation between CRI messages and domain calls.
+//! The CRI gRPC layer: thin translation between CRI messages and domain calls. Each
+//! handler opens a span with the ids it was given, calls one domain method and lets
+//! `From<Error> for Status` (error.rs) pick the code.
+
+mod image;
+mod runtime;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::info;
+
+use crate::container::manager::ContainerManager;
+use crate::error::{Error, Result};
+use crate::image::ImageStore;
+use crate::sandbox::manager::PodManager;
+
+pub use image::ImageApi;
+pub use runtime::RuntimeApi;
+
+/// ExecSync output may be up to 16 MiB per stream; leave room for both.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+pub struct Services {
+    pub pods: Arc<PodManager>,
+    pub containers: Arc<ContainerManager>,
+    pub images: Arc<ImageStore>,
+}
+
+/// Binds the CRI socket (mode 0660), replacing a stale socket file but never a live one
+/// or anything that is not a socket.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::FailedPrecondition(format!(
+                "another daemon is serving on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(|e| Error::io("removing stale socket", path, e))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| Error::io("binding", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| Error::io("chmod", path, e))?;
+    Ok(listener)
+}
+
+/// Serves CRI on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    services: Services,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::result::Result<(), tonic::transport::Error> {
+    let runtime = RuntimeApi::new(services.pods.clone(), services.containers.clone());
+    let image = ImageApi::new(services.images.clone(), services.containers.clone());
+    info!("serving CRI");
+    tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(runtime)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ImageServiceServer::new(image)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Wraps a domain result as a gRPC reply.
+fn reply<T>(r: Result<T>) -> std::result::Result<tonic::Response<T>, tonic::Status> {
+    r.map(tonic::Response::new).map_err(|e| {
+        tracing::debug!(error = %e, "request failed");
+        e.into()
+    })
+}

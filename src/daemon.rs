@@ -1,0 +1,84 @@
+//! Daemon startup: directories, domain managers, recovery from disk, then the CRI server
+//! until SIGTERM/SIGINT. Containers and their monitors are not touched on shutdown: they
+//! do not depend on the daemon.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::info;
+
+use crate::config::Config;
+use crate::container::manager::{ContainerManager, ContainerSettings};
+use crate::error::{Error, Result};
+use crate::grpc;
+use crate::image::ImageStore;
+use crate::sandbox::manager::{PodManager, PodSettings};
+use crate::sandbox::network::Cni;
+
+fn make_dir(path: &Path, mode: u32) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io("creating", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    let layout = cfg.layout();
+    make_dir(&cfg.root, 0o711)?;
+    make_dir(&cfg.run_root, 0o711)?;
+    for d in [&layout.pods, &layout.containers, &layout.pod_run, &layout.container_run] {
+        make_dir(d, 0o700)?;
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("locating", "/proc/self/exe", e))?;
+    let images = Arc::new(ImageStore::open(
+        layout.images.clone(),
+        cfg.registry.config_path.clone(),
+    )?);
+    let pods = Arc::new(PodManager::new(
+        PodSettings {
+            records: layout.pods.clone(),
+            run_dir: layout.pod_run.clone(),
+            cgroup_root: cfg.cgroup_root.clone(),
+            cgroup_parent: cfg.cgroup_parent.clone(),
+            exe,
+        },
+        Cni::new(cfg.cni.conf_dir.clone(), cfg.cni.bin_dirs.clone()),
+    ));
+    let containers = Arc::new(ContainerManager::new(
+        ContainerSettings {
+            records: layout.containers.clone(),
+            run_dir: layout.container_run.clone(),
+        },
+        pods.clone(),
+        images.clone(),
+    ));
+    pods.recover().await?;
+    containers.recover().await?;
+    let listener = grpc::bind(&cfg.socket)?;
+    info!(socket = %cfg.socket.display(), "crius ready");
+    let services = grpc::Services {
+        pods,
+        containers,
+        images,
+    };
+    let served = grpc::serve(listener, services, shutdown_signal()).await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    served.map_err(|e| Error::FailedPrecondition(format!("CRI server failed: {e}")))?;
+    info!("crius stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon still serves; it just stops on SIGKILL only.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

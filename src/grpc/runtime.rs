@@ -1,0 +1,328 @@
+//! CRI RuntimeService.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::reply;
+use crate::container::manager::ContainerManager;
+use crate::error::Error;
+use crate::sandbox::manager::PodManager;
+
+pub struct RuntimeApi {
+    pods: Arc<PodManager>,
+    containers: Arc<ContainerManager>,
+}
+
+impl RuntimeApi {
+    pub fn new(pods: Arc<PodManager>, containers: Arc<ContainerManager>) -> Self {
+        RuntimeApi { pods, containers }
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+fn unimplemented<T>(what: &'static str) -> Rpc<T> {
+    Err(Error::Unimplemented(what).into())
+}
+
+macro_rules! span {
+    ($name:literal $(, $k:ident = $v:expr)*) => {
+        tracing::info_span!($name $(, $k = %$v)*)
+    };
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeApi {
+    async fn version(&self, _: Request<cri::VersionRequest>) -> Rpc<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "crius".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> Rpc<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let r = self.pods.run(req).instrument(span!("RunPodSandbox", name = name)).await;
+        reply(r.map(|pod_sandbox_id| cri::RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Rpc<cri::StopPodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let r = self.pods.stop(&id).instrument(span!("StopPodSandbox", pod = id)).await;
+        reply(r.map(|()| cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Rpc<cri::RemovePodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let r = async {
+            let pod = match self.pods.get(&id) {
+                Ok(p) => p,
+                Err(Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.containers.remove_pod_containers(&pod.id).await?;
+            self.pods.remove(&pod.id).await
+        }
+        .instrument(span!("RemovePodSandbox", pod = id))
+        .await;
+        reply(r.map(|()| cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Rpc<cri::PodSandboxStatusResponse> {
+        let req = req.into_inner();
+        let r = self.pods.status(&req.pod_sandbox_id);
+        reply(r.map(|status| cri::PodSandboxStatusResponse {
+            status: Some(status),
+            timestamp: crate::id::now_ns(),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> Rpc<cri::ListPodSandboxResponse> {
+        let filter = req.into_inner().filter;
+        reply(self.pods.list(filter.as_ref()).map(|items| cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Rpc<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        let pod = req.pod_sandbox_id.clone();
+        let r = self.containers.create(req).instrument(span!("CreateContainer", pod = pod)).await;
+        reply(r.map(|container_id| cri::CreateContainerResponse { container_id }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Rpc<cri::StartContainerResponse> {
+        let id = req.into_inner().container_id;
+        let r = self.containers.start(&id).instrument(span!("StartContainer", id = id)).await;
+        reply(r.map(|()| cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Rpc<cri::StopContainerResponse> {
+        let req = req.into_inner();
+        let id = req.container_id;
+        let r = self
+            .containers
+            .stop(&id, req.timeout)
+            .instrument(span!("StopContainer", id = id))
+            .await;
+        reply(r.map(|()| cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Rpc<cri::RemoveContainerResponse> {
+        let id = req.into_inner().container_id;
+        let r = self.containers.remove(&id).instrument(span!("RemoveContainer", id = id)).await;
+        reply(r.map(|()| cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> Rpc<cri::ListContainersResponse> {
+        let filter = req.into_inner().filter;
+        let r = self.containers.list(filter.as_ref()).await;
+        reply(r.map(|containers| cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Rpc<cri::ContainerStatusResponse> {
+        let id = req.into_inner().container_id;
+        let r = self.containers.status(&id).await;
+        reply(r.map(|status| cri::ContainerStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Rpc<cri::UpdateContainerResourcesResponse> {
+        unimplemented("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _: Request<cri::ReopenContainerLogRequest>,
+    ) -> Rpc<cri::ReopenContainerLogResponse> {
+        unimplemented("ReopenContainerLog")
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        let id = req.container_id.clone();
+        let r = self.containers.exec_sync(req).instrument(span!("ExecSync", id = id)).await;
+        reply(r)
+    }
+
+    async fn exec(&self, _: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        unimplemented("Exec (streaming)")
+    }
+
+    async fn attach(&self, _: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        unimplemented("Attach (streaming)")
+    }
+
+    async fn port_forward(
+        &self,
+        _: Request<cri::PortForwardRequest>,
+    ) -> Rpc<cri::PortForwardResponse> {
+        unimplemented("PortForward (streaming)")
+    }
+
+    async fn container_stats(
+        &self,
+        _: Request<cri::ContainerStatsRequest>,
+    ) -> Rpc<cri::ContainerStatsResponse> {
+        unimplemented("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<cri::ListContainerStatsRequest>,
+    ) -> Rpc<cri::ListContainerStatsResponse> {
+        unimplemented("ListContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<cri::PodSandboxStatsRequest>,
+    ) -> Rpc<cri::PodSandboxStatsResponse> {
+        unimplemented("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Rpc<cri::ListPodSandboxStatsResponse> {
+        unimplemented("ListPodSandboxStats")
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Rpc<cri::UpdateRuntimeConfigResponse> {
+        // kubelet sends the pod CIDR here; the CNI config already carries it.
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, req: Request<cri::StatusRequest>) -> Rpc<cri::StatusResponse> {
+        let verbose = req.into_inner().verbose;
+        let network = match self.pods.cni().load_network() {
+            Ok(_) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                ..Default::default()
+            },
+            Err(e) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: e.to_string(),
+            },
+        };
+        let runtime = cri::RuntimeCondition {
+            r#type: "RuntimeReady".into(),
+            status: true,
+            ..Default::default()
+        };
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            info.insert("runtime".into(), "crius".into());
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![runtime, network],
+            }),
+            info,
+            ..Default::default()
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> Rpc<cri::CheckpointContainerResponse> {
+        unimplemented("CheckpointContainer")
+    }
+
+    type GetContainerEventsStream = Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _: Request<cri::GetEventsRequest>,
+    ) -> Rpc<Self::GetContainerEventsStream> {
+        unimplemented("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Rpc<cri::ListMetricDescriptorsResponse> {
+        unimplemented("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<cri::RuntimeConfigRequest>,
+    ) -> Rpc<cri::RuntimeConfigResponse> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+}
