@@ -472,7 +472,8 @@ impl ContainerManager {
     }
 
     pub async fn list(&self, filter: Option<&cri::ContainerFilter>) -> Result<Vec<cri::Container>> {
-        let recs = self.records_where(|_| true)?;
+        // A container is listed once CreateContainer has returned its id.
+        let recs = self.records_where(|r| r.phase != ContainerPhase::Creating)?;
         let mut out = Vec::with_capacity(recs.len());
         for rec in recs {
             let o = self.observe(&rec).await?;
