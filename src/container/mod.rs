@@ -1,2 +1,4 @@
 //! Containers: OCI spec generation (pure), rootfs, and the container manager.
 pub mod spec;
+pub mod user;
+pub mod validate;
