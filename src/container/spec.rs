@@ -178,7 +178,10 @@ fn process(
     p.set_console_size(None);
     p.set_args(Some(command(input.config, input.image)?));
     p.set_env(Some(environment(input)));
-    p.set_cwd(working_dir(input.config, image.and_then(|c| c.working_dir().as_deref())));
+    p.set_cwd(working_dir(
+        input.config,
+        image.and_then(|c| c.working_dir().as_deref()),
+    ));
     p.set_user(user(input.user));
     p.set_capabilities(Some(linux::capabilities(sc)?));
     // Inherit the daemon's rlimits like containerd does: raising RLIMIT_NOFILE above the
@@ -201,7 +204,9 @@ pub fn command(
         config.command.iter().chain(&config.args).cloned().collect()
     } else {
         let image = image.config().as_ref();
-        let entrypoint = image.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+        let entrypoint = image
+            .and_then(|c| c.entrypoint().clone())
+            .unwrap_or_default();
         let rest = if config.args.is_empty() {
             image.and_then(|c| c.cmd().clone()).unwrap_or_default()
         } else {
@@ -272,7 +277,10 @@ fn annotations(input: &SpecInput) -> HashMap<String, String> {
         (ANNOTATION_CONTAINER_NAME, container_name),
         (ANNOTATION_SANDBOX_ID, Some(input.sandbox_id.to_string())),
         (ANNOTATION_SANDBOX_NAME, meta.map(|m| m.name.clone())),
-        (ANNOTATION_SANDBOX_NAMESPACE, meta.map(|m| m.namespace.clone())),
+        (
+            ANNOTATION_SANDBOX_NAMESPACE,
+            meta.map(|m| m.namespace.clone()),
+        ),
         (ANNOTATION_SANDBOX_UID, meta.map(|m| m.uid.clone())),
         (ANNOTATION_IMAGE_NAME, Some(input.image_ref.to_string())),
     ];

@@ -289,8 +289,14 @@ mod tests {
         let root = rootfs();
         let uid = |v| Some(Int64Value { value: v });
         let cases = [
-            (sc(|s| s.run_as_user = uid(1000)), user(1000, 1000, &[1000, 1, 44])),
-            (sc(|s| s.run_as_username = "daemon".into()), user(1, 1, &[1])),
+            (
+                sc(|s| s.run_as_user = uid(1000)),
+                user(1000, 1000, &[1000, 1, 44]),
+            ),
+            (
+                sc(|s| s.run_as_username = "daemon".into()),
+                user(1, 1, &[1]),
+            ),
             (
                 sc(|s| {
                     s.run_as_user = uid(0);

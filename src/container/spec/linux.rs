@@ -103,14 +103,14 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
 /// Character devices every container may use (runc's default allow list):
 /// (major, minor or None for all, access).
 const ALLOWED_DEVICES: &[(i64, Option<i64>, &str)] = &[
-    (1, Some(3), "rwm"),  // /dev/null
-    (1, Some(5), "rwm"),  // /dev/zero
-    (1, Some(7), "rwm"),  // /dev/full
-    (1, Some(8), "rwm"),  // /dev/random
-    (1, Some(9), "rwm"),  // /dev/urandom
-    (5, Some(0), "rwm"),  // /dev/tty
-    (5, Some(2), "rwm"),  // /dev/ptmx
-    (136, None, "rwm"),   // /dev/pts/*
+    (1, Some(3), "rwm"),    // /dev/null
+    (1, Some(5), "rwm"),    // /dev/zero
+    (1, Some(7), "rwm"),    // /dev/full
+    (1, Some(8), "rwm"),    // /dev/random
+    (1, Some(9), "rwm"),    // /dev/urandom
+    (5, Some(0), "rwm"),    // /dev/tty
+    (5, Some(2), "rwm"),    // /dev/ptmx
+    (136, None, "rwm"),     // /dev/pts/*
     (10, Some(200), "rwm"), // /dev/net/tun
 ];
 
@@ -226,7 +226,9 @@ fn namespaces(input: &LinuxInput) -> Vec<LinuxNamespace> {
 }
 
 /// CRI masked/readonly paths replace the defaults when the kubelet sends them.
-fn masked_and_readonly_paths(sc: Option<&LinuxContainerSecurityContext>) -> (Vec<String>, Vec<String>) {
+fn masked_and_readonly_paths(
+    sc: Option<&LinuxContainerSecurityContext>,
+) -> (Vec<String>, Vec<String>) {
     let pick = |given: Option<&Vec<String>>, default: &[&str]| match given {
         Some(list) if !list.is_empty() => list.clone(),
         _ => default.iter().map(|s| s.to_string()).collect(),

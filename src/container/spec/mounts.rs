@@ -57,7 +57,12 @@ const DEFAULT_MOUNTS: &[(&str, &str, &str, &[&str])] = &[
         "mqueue",
         &["nosuid", "noexec", "nodev"],
     ),
-    ("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+    (
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "ro"],
+    ),
     (
         "/sys/fs/cgroup",
         "cgroup",
