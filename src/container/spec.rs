@@ -6,6 +6,8 @@
 //! comment says otherwise; the Linux section and the mount list live in the child modules.
 
 mod linux;
+#[cfg(test)]
+mod linux_tests;
 mod mounts;
 #[cfg(test)]
 mod tests;

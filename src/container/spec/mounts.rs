@@ -79,7 +79,7 @@ pub(super) fn build(input: &MountInput) -> Result<Mounts, SpecError> {
     let dev_overridden = overridden.iter().any(|p| p == Path::new("/dev"));
     let keep = |dest: &str| {
         let dest = clean(dest);
-        !overridden.contains(&dest) && !(dev_overridden && dest.starts_with("/dev"))
+        !(overridden.contains(&dest) || dev_overridden && dest.starts_with("/dev"))
     };
 
     let mut mounts = Vec::new();
