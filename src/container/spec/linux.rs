@@ -320,7 +320,8 @@ fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
     cpu.set_quota((r.cpu_quota != 0).then_some(r.cpu_quota));
     cpu.set_cpus((!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()));
     cpu.set_mems((!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()));
-    out.set_cpu(Some(cpu));
+    // Leave the section out when nothing is limited, as containerd's JSON does.
+    out.set_cpu((cpu != LinuxCpu::default()).then_some(cpu));
 
     let limit = r.memory_limit_in_bytes;
     let swap = r.memory_swap_limit_in_bytes;
@@ -332,7 +333,7 @@ fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
         (0, limit) => Some(limit),
         (swap, _) => Some(swap),
     });
-    out.set_memory(Some(memory));
+    out.set_memory((memory != LinuxMemory::default()).then_some(memory));
     Ok(out)
 }
 

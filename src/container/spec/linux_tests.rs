@@ -120,6 +120,12 @@ fn resources_mapping() {
     let res = linux(&empty).resources().as_ref().expect("resources");
     assert!(res.cpu().is_none() && res.memory().is_none());
 
+    let mut only_oom = Fixture::new();
+    only_oom.resources().oom_score_adj = -10;
+    let spec = only_oom.generate().expect("spec");
+    let res = linux(&spec).resources().as_ref().expect("resources");
+    assert!(res.cpu().is_none() && res.memory().is_none());
+
     for bad in [
         |r: &mut LinuxContainerResources| r.cpu_shares = -1,
         |r: &mut LinuxContainerResources| r.memory_limit_in_bytes = -5,
