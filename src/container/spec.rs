@@ -137,6 +137,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         config: input.config,
         pod_files: input.pod_files,
         readonly_rootfs: sc.is_some_and(|s| s.readonly_rootfs),
+        privileged: sc.is_some_and(|s| s.privileged),
     })?;
 
     let mut spec = Spec::default();

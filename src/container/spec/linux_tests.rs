@@ -243,6 +243,12 @@ fn capabilities_add_drop_and_privileged() {
     f.security().privileged = true;
     let spec = f.generate().expect("spec");
     assert!(caps(&spec).contains(&Capability::SysAdmin));
+    for dest in ["/sys", "/sys/fs/cgroup"] {
+        let opts = super::tests::mount(&spec, dest)
+            .and_then(|m| m.options().clone())
+            .unwrap_or_default();
+        assert!(opts.contains(&"rw".to_string()) && !opts.contains(&"ro".to_string()));
+    }
     assert_eq!(linux(&spec).masked_paths().as_deref(), Some(&[][..]));
     assert_eq!(linux(&spec).readonly_paths().as_deref(), Some(&[][..]));
 }

@@ -15,6 +15,8 @@ pub(super) struct MountInput<'a> {
     pub config: &'a ContainerConfig,
     pub pod_files: PodFiles<'a>,
     pub readonly_rootfs: bool,
+    /// Privileged containers get writable sysfs and cgroupfs, as in containerd.
+    pub privileged: bool,
 }
 
 pub(super) struct Mounts {
@@ -85,7 +87,14 @@ pub(super) fn build(input: &MountInput) -> Result<Mounts, SpecError> {
     let mut mounts = Vec::new();
     for (dest, typ, source, options) in DEFAULT_MOUNTS {
         if keep(dest) {
-            mounts.push(mount(dest, typ, Path::new(source), options));
+            let mut m = mount(dest, typ, Path::new(source), options);
+            if input.privileged && matches!(*typ, "sysfs" | "cgroup") {
+                if let Some(opts) = m.options_mut() {
+                    opts.retain(|o| o != "ro");
+                    opts.push("rw".to_string());
+                }
+            }
+            mounts.push(m);
         }
     }
     let pod_files = [
