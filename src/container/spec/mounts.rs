@@ -88,11 +88,10 @@ pub(super) fn build(input: &MountInput) -> Result<Mounts, SpecError> {
     for (dest, typ, source, options) in DEFAULT_MOUNTS {
         if keep(dest) {
             let mut m = mount(dest, typ, Path::new(source), options);
-            if input.privileged && matches!(*typ, "sysfs" | "cgroup") {
-                if let Some(opts) = m.options_mut() {
-                    opts.retain(|o| o != "ro");
-                    opts.push("rw".to_string());
-                }
+            let writable = input.privileged && matches!(*typ, "sysfs" | "cgroup");
+            if let Some(opts) = m.options_mut().as_mut().filter(|_| writable) {
+                opts.retain(|o| o != "ro");
+                opts.push("rw".to_string());
             }
             mounts.push(m);
         }
