@@ -1,6 +1,8 @@
 //! Pod sandboxes: pinned namespaces, CNI networking, pod files, the pod cgroup.
 //! (Placeholder: the sandbox helper fills namespaces.rs, network.rs, files.rs.)
 
+pub mod validate;
+
 use crate::error::{Classify, Kind};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,254 @@
+//! Table tests for the Linux section: namespaces, resources, sysctls, capabilities.
+
+use k8s_cri::v1::{
+    Capability as CriCapability, LinuxContainerResources, LinuxPodSandboxConfig, NamespaceMode,
+    NamespaceOption,
+};
+use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
+
+use super::tests::{Fixture, NS_IPC, NS_NET, NS_UTS, linux, process, strings};
+use super::*;
+use crate::error::{Classify, Kind};
+
+fn ns_options(network: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode) -> NamespaceOption {
+    NamespaceOption {
+        network: network as i32,
+        pid: pid as i32,
+        ipc: ipc as i32,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn namespace_options() {
+    use LinuxNamespaceType::*;
+    use NamespaceMode::*;
+    type Expected = &'static [(LinuxNamespaceType, Option<&'static str>)];
+    let cases: &[(Option<NamespaceOption>, Expected)] = &[
+        (
+            None,
+            &[
+                (Pid, None),
+                (Ipc, Some(NS_IPC)),
+                (Uts, Some(NS_UTS)),
+                (Network, Some(NS_NET)),
+                (Mount, None),
+            ],
+        ),
+        (
+            Some(ns_options(Pod, Container, Pod)),
+            &[
+                (Pid, None),
+                (Ipc, Some(NS_IPC)),
+                (Uts, Some(NS_UTS)),
+                (Network, Some(NS_NET)),
+                (Mount, None),
+            ],
+        ),
+        (
+            Some(ns_options(Node, Container, Pod)),
+            &[(Pid, None), (Ipc, Some(NS_IPC)), (Mount, None)],
+        ),
+        (
+            Some(ns_options(Pod, Node, Node)),
+            &[(Uts, Some(NS_UTS)), (Network, Some(NS_NET)), (Mount, None)],
+        ),
+    ];
+    for (opts, want) in cases {
+        let mut f = Fixture::new();
+        f.security().namespace_options = opts.clone();
+        let spec = f.generate().expect("spec");
+        let got: Vec<_> = linux(&spec)
+            .namespaces()
+            .as_ref()
+            .expect("namespaces")
+            .iter()
+            .map(|n| (n.typ(), n.path().clone()))
+            .collect();
+        let want: Vec<_> = want.iter().map(|(t, p)| (*t, p.map(Into::into))).collect();
+        assert_eq!(got, want, "options {opts:?}");
+        let host_net = opts.as_ref().is_some_and(|o| o.network == Node as i32);
+        assert_eq!(spec.hostname().is_none(), host_net);
+    }
+
+    for opts in [
+        ns_options(Pod, Pod, Pod),
+        ns_options(Pod, Target, Pod),
+        ns_options(Target, Container, Pod),
+    ] {
+        let mut f = Fixture::new();
+        f.security().namespace_options = Some(opts);
+        let err = f.generate().expect_err("unsupported");
+        assert_eq!(err.kind(), Kind::Unimplemented, "{err}");
+    }
+}
+
+#[test]
+fn resources_mapping() {
+    let mut f = Fixture::new();
+    *f.resources() = LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
+        memory_limit_in_bytes: 64 << 20,
+        cpuset_cpus: "0-1".into(),
+        cpuset_mems: "0".into(),
+        ..Default::default()
+    };
+    let spec = f.generate().expect("spec");
+    let res = linux(&spec).resources().as_ref().expect("resources");
+    let cpu = res.cpu().as_ref().expect("cpu");
+    assert_eq!(
+        (cpu.shares(), cpu.quota(), cpu.period()),
+        (Some(512), Some(50_000), Some(100_000))
+    );
+    assert_eq!(
+        (cpu.cpus().as_deref(), cpu.mems().as_deref()),
+        (Some("0-1"), Some("0"))
+    );
+    let mem = res.memory().as_ref().expect("memory");
+    assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)));
+    let devices = res.devices().as_ref().expect("device rules");
+    assert!(!devices[0].allow(), "first rule denies every device");
+
+    f.resources().memory_swap_limit_in_bytes = 128 << 20;
+    let spec = f.generate().expect("spec");
+    let mem = linux(&spec).resources().as_ref().and_then(|r| *r.memory());
+    assert_eq!(mem.and_then(|m| m.swap()), Some(128 << 20));
+
+    let empty = Fixture::new().generate().expect("spec");
+    let res = linux(&empty).resources().as_ref().expect("resources");
+    assert!(res.cpu().is_none() && res.memory().is_none());
+
+    let mut only_oom = Fixture::new();
+    only_oom.resources().oom_score_adj = -10;
+    let spec = only_oom.generate().expect("spec");
+    let res = linux(&spec).resources().as_ref().expect("resources");
+    assert!(res.cpu().is_none() && res.memory().is_none());
+
+    for bad in [
+        |r: &mut LinuxContainerResources| r.cpu_shares = -1,
+        |r: &mut LinuxContainerResources| r.memory_limit_in_bytes = -5,
+        |r: &mut LinuxContainerResources| r.oom_score_adj = 1001,
+    ] {
+        let mut f = Fixture::new();
+        bad(f.resources());
+        assert!(matches!(f.generate(), Err(SpecError::Invalid { .. })));
+    }
+}
+
+#[test]
+fn sysctls_only_namespaced() {
+    use NamespaceMode::*;
+    let cases: &[(&str, Option<NamespaceOption>, bool)] = &[
+        ("net.ipv4.ip_forward", None, true),
+        ("net/ipv4/ip_forward", None, true),
+        ("kernel.shm_rmid_forced", None, true),
+        ("kernel.msgmax", None, true),
+        ("kernel.sem", None, true),
+        ("fs.mqueue.msg_max", None, true),
+        ("kernel.hostname", None, false),
+        ("vm.swappiness", None, false),
+        ("kernel.semfoo", None, false),
+        (
+            "net.core.somaxconn",
+            Some(ns_options(Node, Container, Pod)),
+            false,
+        ),
+        (
+            "kernel.shmmax",
+            Some(ns_options(Pod, Container, Node)),
+            false,
+        ),
+        (
+            "kernel.shmmax",
+            Some(ns_options(Node, Container, Pod)),
+            true,
+        ),
+    ];
+    for (key, opts, ok) in cases {
+        let mut f = Fixture::new();
+        f.security().namespace_options = opts.clone();
+        let mut linux_cfg = LinuxPodSandboxConfig::default();
+        linux_cfg.sysctls.insert(key.to_string(), "1".into());
+        f.sandbox.linux = Some(linux_cfg);
+        match f.generate() {
+            Ok(spec) => {
+                assert!(ok, "{key} should be rejected");
+                let sysctl = linux(&spec).sysctl().clone().unwrap_or_default();
+                assert_eq!(sysctl.get(*key).map(String::as_str), Some("1"));
+            }
+            Err(e) => {
+                assert!(!ok, "{key} should be accepted: {e}");
+                assert_eq!(e.kind(), Kind::InvalidArgument);
+            }
+        }
+    }
+}
+
+#[test]
+fn capabilities_add_drop_and_privileged() {
+    let caps = |spec: &Spec| {
+        process(spec)
+            .capabilities()
+            .as_ref()
+            .and_then(|c| c.effective().clone())
+            .unwrap_or_default()
+    };
+    let spec = Fixture::new().generate().expect("spec");
+    assert_eq!(caps(&spec).len(), 14);
+    assert!(caps(&spec).contains(&Capability::NetRaw));
+    assert!(!caps(&spec).contains(&Capability::SysAdmin));
+    let l = linux(&spec);
+    assert!(
+        l.masked_paths()
+            .as_ref()
+            .is_some_and(|p| p.contains(&"/proc/kcore".to_string()))
+    );
+    assert!(
+        l.readonly_paths()
+            .as_ref()
+            .is_some_and(|p| p.contains(&"/proc/sys".to_string()))
+    );
+
+    let mut f = Fixture::new();
+    f.security().capabilities = Some(CriCapability {
+        add_capabilities: strings(&["NET_ADMIN", "cap_sys_time"]),
+        drop_capabilities: strings(&["NET_RAW", "CAP_KILL"]),
+        ..Default::default()
+    });
+    let got = caps(&f.generate().expect("spec"));
+    assert!(got.contains(&Capability::NetAdmin) && got.contains(&Capability::SysTime));
+    assert!(!got.contains(&Capability::NetRaw) && !got.contains(&Capability::Kill));
+
+    let mut f = Fixture::new();
+    f.security().capabilities = Some(CriCapability {
+        add_capabilities: strings(&["CHOWN"]),
+        drop_capabilities: strings(&["ALL"]),
+        ..Default::default()
+    });
+    assert!(
+        caps(&f.generate().expect("spec")).is_empty(),
+        "drops apply after adds"
+    );
+
+    let mut f = Fixture::new();
+    f.security().capabilities = Some(CriCapability {
+        add_capabilities: strings(&["NOT_A_CAP"]),
+        ..Default::default()
+    });
+    assert!(matches!(f.generate(), Err(SpecError::Invalid { .. })));
+
+    let mut f = Fixture::new();
+    f.security().privileged = true;
+    let spec = f.generate().expect("spec");
+    assert!(caps(&spec).contains(&Capability::SysAdmin));
+    for dest in ["/sys", "/sys/fs/cgroup"] {
+        let opts = super::tests::mount(&spec, dest)
+            .and_then(|m| m.options().clone())
+            .unwrap_or_default();
+        assert!(opts.contains(&"rw".to_string()) && !opts.contains(&"ro".to_string()));
+    }
+    assert_eq!(linux(&spec).masked_paths().as_deref(), Some(&[][..]));
+    assert_eq!(linux(&spec).readonly_paths().as_deref(), Some(&[][..]));
+}

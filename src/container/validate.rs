@@ -1,0 +1,305 @@
+//! CreateContainer request validation: reject what would be unsafe or meaningless before
+//! any resource is acquired, with messages that say which field is wrong and why.
+//!
+//! The path rules matter for safety: names end up in directory names, `log_path` is joined
+//! onto the pod's log directory, and mount paths are resolved by the runtime.
+
+use std::path::{Component, Path, PathBuf};
+
+use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+
+use super::spec::SpecError;
+
+/// Longest name, namespace or uid accepted (a Kubernetes DNS subdomain).
+pub const MAX_NAME_LEN: usize = 253;
+
+pub fn validate_container_config(
+    c: &ContainerConfig,
+    sandbox: &PodSandboxConfig,
+) -> Result<(), SpecError> {
+    let meta = c.metadata.as_ref().ok_or(SpecError::Missing {
+        field: "container metadata",
+    })?;
+    check_name("container name", &meta.name)?;
+    let image = c.image.as_ref().map_or("", |i| i.image.as_str());
+    if image.is_empty() {
+        return Err(SpecError::Missing {
+            field: "container image",
+        });
+    }
+    if !c.log_path.is_empty() {
+        log_path(Path::new(&sandbox.log_directory), &c.log_path)?;
+    }
+    for m in &c.mounts {
+        check_abs_path("mount container_path", &m.container_path)?;
+        check_abs_path("mount host_path", &m.host_path)?;
+    }
+    for kv in &c.envs {
+        check_env(&kv.key, &kv.value)?;
+    }
+    for arg in c.command.iter().chain(&c.args) {
+        no_nul("command argument", arg)?;
+    }
+    if !c.devices.is_empty() || !c.cdi_devices.is_empty() {
+        return Err(SpecError::unsupported(
+            "device passthrough (devices, CDI devices)",
+        ));
+    }
+    if !c.working_dir.is_empty() {
+        check_abs_path("working_dir", &c.working_dir)?;
+    }
+    Ok(())
+}
+
+/// Where a container's log file goes: `container_log_path` (relative, from the kubelet)
+/// joined onto the pod's log directory, refusing anything that could escape it.
+pub fn log_path(sandbox_log_dir: &Path, container_log_path: &str) -> Result<PathBuf, SpecError> {
+    if sandbox_log_dir.as_os_str().is_empty() {
+        return Err(SpecError::invalid(
+            "log_path",
+            container_log_path,
+            "the pod sandbox has no log_directory to put it in",
+        ));
+    }
+    if !sandbox_log_dir.is_absolute() || has_parent(sandbox_log_dir) {
+        return Err(SpecError::invalid(
+            "pod log_directory",
+            sandbox_log_dir.to_string_lossy(),
+            "must be an absolute path without '..'",
+        ));
+    }
+    no_nul("log_path", container_log_path)?;
+    let rel = Path::new(container_log_path);
+    if rel.is_absolute() {
+        return Err(SpecError::invalid(
+            "log_path",
+            container_log_path,
+            "must be relative to the pod's log_directory",
+        ));
+    }
+    if has_parent(rel) {
+        return Err(SpecError::invalid(
+            "log_path",
+            container_log_path,
+            "must not contain '..'",
+        ));
+    }
+    let rel: PathBuf = rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        return Err(SpecError::invalid(
+            "log_path",
+            container_log_path,
+            "must name a file",
+        ));
+    }
+    Ok(sandbox_log_dir.join(rel))
+}
+
+/// Names, namespaces and uids become parts of file and directory names.
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), SpecError> {
+    let reason = if value.is_empty() {
+        "must not be empty"
+    } else if value.len() > MAX_NAME_LEN {
+        "must be at most 253 bytes"
+    } else if value.contains('/') {
+        "must not contain '/'"
+    } else if value.contains("..") {
+        "must not contain '..'"
+    } else if value.contains('\0') {
+        "must not contain NUL bytes"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::invalid(field, value, reason))
+}
+
+/// A non-empty absolute path without `..` components or NUL bytes.
+pub(crate) fn check_abs_path(field: &'static str, value: &str) -> Result<(), SpecError> {
+    let reason = if value.is_empty() {
+        "must not be empty"
+    } else if value.contains('\0') {
+        "must not contain NUL bytes"
+    } else if !value.starts_with('/') {
+        "must be an absolute path"
+    } else if has_parent(Path::new(value)) {
+        "must not contain '..' components"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::invalid(field, value, reason))
+}
+
+fn check_env(key: &str, value: &str) -> Result<(), SpecError> {
+    let reason = if key.is_empty() {
+        "environment variable names must not be empty"
+    } else if key.contains('=') {
+        "environment variable names must not contain '='"
+    } else if key.contains('\0') || value.contains('\0') {
+        "environment variables must not contain NUL bytes"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::invalid("env", key, reason))
+}
+
+pub(crate) fn no_nul(field: &'static str, value: &str) -> Result<(), SpecError> {
+    if value.contains('\0') {
+        return Err(SpecError::invalid(
+            field,
+            value,
+            "must not contain NUL bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn has_parent(path: &Path) -> bool {
+    path.components().any(|c| matches!(c, Component::ParentDir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{ContainerMetadata, Device, ImageSpec, KeyValue, Mount};
+
+    fn sandbox(log_dir: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            log_directory: log_dir.into(),
+            ..Default::default()
+        }
+    }
+
+    fn valid() -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "web".into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            log_path: "web/0.log".into(),
+            working_dir: "/srv".into(),
+            ..Default::default()
+        }
+    }
+
+    fn check(f: impl FnOnce(&mut ContainerConfig)) -> Result<(), SpecError> {
+        let mut c = valid();
+        f(&mut c);
+        validate_container_config(&c, &sandbox("/var/log/pods/ns_pod_uid"))
+    }
+
+    fn mount(container: &str, host: &str) -> Mount {
+        Mount {
+            container_path: container.into(),
+            host_path: host.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_a_valid_config() {
+        check(|_| {}).expect("valid");
+        check(|c| c.log_path.clear()).expect("no log path");
+        check(|c| c.working_dir.clear()).expect("no working dir");
+        check(|c| c.mounts = vec![mount("/data", "/var/lib/data/./x")]).expect("mount");
+        check(|c| {
+            c.envs = vec![KeyValue {
+                key: "A".into(),
+                value: "b=c".into(),
+            }]
+        })
+        .expect("env value may contain '='");
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        type Mutation = fn(&mut ContainerConfig);
+        let cases: &[(&str, Mutation)] = &[
+            ("no metadata", |c| c.metadata = None),
+            ("empty name", |c| c.metadata.as_mut().unwrap().name.clear()),
+            ("slash in name", |c| {
+                c.metadata.as_mut().unwrap().name = "a/b".into()
+            }),
+            ("dots in name", |c| {
+                c.metadata.as_mut().unwrap().name = "..".into()
+            }),
+            ("NUL in name", |c| {
+                c.metadata.as_mut().unwrap().name = "a\0".into()
+            }),
+            ("no image", |c| c.image = None),
+            ("empty image", |c| c.image.as_mut().unwrap().image.clear()),
+            ("absolute log", |c| c.log_path = "/etc/passwd".into()),
+            ("escaping log", |c| c.log_path = "../../x.log".into()),
+            ("inner dotdot log", |c| c.log_path = "a/../../x.log".into()),
+            ("relative mount", |c| c.mounts = vec![mount("data", "/h")]),
+            ("empty mount", |c| c.mounts = vec![mount("/data", "")]),
+            ("host dotdot", |c| c.mounts = vec![mount("/d", "/h/../etc")]),
+            ("container dotdot", |c| {
+                c.mounts = vec![mount("/d/..", "/h")]
+            }),
+            ("empty env key", |c| c.envs = vec![KeyValue::default()]),
+            ("env key with =", |c| {
+                c.envs = vec![KeyValue {
+                    key: "A=B".into(),
+                    value: String::new(),
+                }]
+            }),
+            ("NUL arg", |c| c.args = vec!["a\0b".into()]),
+            ("relative cwd", |c| c.working_dir = "srv".into()),
+            ("devices", |c| c.devices = vec![Device::default()]),
+        ];
+        for (what, mutate) in cases {
+            let err = check(*mutate).expect_err(what);
+            let kind = crate::error::Classify::kind(&err);
+            let want = if *what == "devices" {
+                crate::error::Kind::Unimplemented
+            } else {
+                crate::error::Kind::InvalidArgument
+            };
+            assert_eq!(kind, want, "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn log_path_needs_a_sandbox_log_directory() {
+        let err = validate_container_config(&valid(), &sandbox("")).expect_err("no dir");
+        assert!(err.to_string().contains("no log_directory"), "{err}");
+        let err = validate_container_config(&valid(), &sandbox("rel/dir")).expect_err("rel");
+        assert!(err.to_string().contains("log_directory"), "{err}");
+    }
+
+    #[test]
+    fn log_path_joins_inside_the_directory() {
+        let dir = Path::new("/var/log/pods/p");
+        let cases = [
+            ("c/0.log", Some("/var/log/pods/p/c/0.log")),
+            ("./c.log", Some("/var/log/pods/p/c.log")),
+            ("c..log", Some("/var/log/pods/p/c..log")),
+            ("../c.log", None),
+            ("/c.log", None),
+            (".", None),
+            ("", None),
+        ];
+        for (rel, want) in cases {
+            let got = log_path(dir, rel).ok();
+            assert_eq!(got.as_deref(), want.map(Path::new), "log path {rel:?}");
+        }
+    }
+
+    #[test]
+    fn error_messages_name_the_field() {
+        let err = check(|c| c.metadata.as_mut().unwrap().name = "a/b".into()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid container name \"a/b\": must not contain '/'"
+        );
+        let err = check(|c| c.image = None).unwrap_err();
+        assert_eq!(err.to_string(), "container image is required");
+    }
+}

@@ -1,0 +1,241 @@
+//! RunPodSandbox request validation, before any namespace, file or cgroup is created.
+//!
+//! Metadata becomes part of directory names, the hostname and DNS settings are written
+//! into files the containers read, so anything that could escape a directory or inject a
+//! line into /etc/resolv.conf is refused here.
+
+use std::net::IpAddr;
+use std::path::{Component, Path};
+
+use k8s_cri::v1::{PodSandboxConfig, PortMapping, Protocol};
+
+use crate::container::spec::SpecError;
+use crate::container::validate::check_name;
+
+/// Linux's HOST_NAME_MAX.
+pub const MAX_HOSTNAME_LEN: usize = 64;
+
+pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), SpecError> {
+    let meta = c.metadata.as_ref().ok_or(SpecError::Missing {
+        field: "pod sandbox metadata",
+    })?;
+    check_name("pod name", &meta.name)?;
+    check_name("pod namespace", &meta.namespace)?;
+    check_name("pod uid", &meta.uid)?;
+    if !c.hostname.is_empty() {
+        check_hostname(&c.hostname)?;
+    }
+    if !c.log_directory.is_empty() {
+        check_log_directory(&c.log_directory)?;
+    }
+    for pm in &c.port_mappings {
+        check_port_mapping(pm)?;
+    }
+    if let Some(dns) = &c.dns_config {
+        for server in &dns.servers {
+            server
+                .parse::<IpAddr>()
+                .map_err(|_| SpecError::invalid("dns server", server, "must be an IP address"))?;
+        }
+        for search in &dns.searches {
+            check_resolv_word("dns search domain", search)?;
+        }
+        for option in &dns.options {
+            check_resolv_word("dns option", option)?;
+        }
+    }
+    Ok(())
+}
+
+/// Letters, digits, '-' and '.', not starting or ending with '-' or '.'.
+fn check_hostname(hostname: &str) -> Result<(), SpecError> {
+    let reason = if hostname.len() > MAX_HOSTNAME_LEN {
+        "must be at most 64 characters"
+    } else if !hostname
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        "may only contain letters, digits, '-' and '.'"
+    } else if hostname.starts_with(['-', '.']) || hostname.ends_with(['-', '.']) {
+        "must start and end with a letter or digit"
+    } else if hostname.contains("..") {
+        "must not contain empty labels ('..')"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::invalid("hostname", hostname, reason))
+}
+
+fn check_log_directory(dir: &str) -> Result<(), SpecError> {
+    let path = Path::new(dir);
+    let reason = if dir.contains('\0') {
+        "must not contain NUL bytes"
+    } else if !path.is_absolute() {
+        "must be an absolute path"
+    } else if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        "must not contain '..' components"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::invalid("log_directory", dir, reason))
+}
+
+fn check_port_mapping(pm: &PortMapping) -> Result<(), SpecError> {
+    if !(1..=65535).contains(&pm.container_port) {
+        return Err(SpecError::invalid(
+            "port mapping container_port",
+            pm.container_port.to_string(),
+            "must be between 1 and 65535",
+        ));
+    }
+    // 0 means "not published on the host".
+    if !(0..=65535).contains(&pm.host_port) {
+        return Err(SpecError::invalid(
+            "port mapping host_port",
+            pm.host_port.to_string(),
+            "must be between 0 and 65535",
+        ));
+    }
+    if Protocol::try_from(pm.protocol).is_err() {
+        return Err(SpecError::invalid(
+            "port mapping protocol",
+            pm.protocol.to_string(),
+            "must be TCP, UDP or SCTP",
+        ));
+    }
+    if !pm.host_ip.is_empty() && pm.host_ip.parse::<IpAddr>().is_err() {
+        return Err(SpecError::invalid(
+            "port mapping host_ip",
+            &pm.host_ip,
+            "must be an IP address",
+        ));
+    }
+    Ok(())
+}
+
+/// One whitespace-free word of /etc/resolv.conf: a newline would inject a directive.
+fn check_resolv_word(field: &'static str, value: &str) -> Result<(), SpecError> {
+    if value.is_empty() || value.chars().any(|ch| ch.is_whitespace() || ch == '\0') {
+        return Err(SpecError::invalid(
+            field,
+            value,
+            "must be a single non-empty word without spaces or newlines",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{DnsConfig, PodSandboxMetadata};
+
+    fn valid() -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "nginx".into(),
+                uid: "0f2c-11".into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: "nginx-1.example".into(),
+            log_directory: "/var/log/pods/default_nginx_0f2c-11".into(),
+            port_mappings: vec![PortMapping {
+                protocol: Protocol::Tcp as i32,
+                container_port: 80,
+                host_port: 8080,
+                host_ip: "127.0.0.1".into(),
+            }],
+            dns_config: Some(DnsConfig {
+                servers: vec!["10.96.0.10".into(), "fd00::a".into()],
+                searches: vec!["default.svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn check(f: impl FnOnce(&mut PodSandboxConfig)) -> Result<(), SpecError> {
+        let mut c = valid();
+        f(&mut c);
+        validate_pod_config(&c)
+    }
+
+    fn meta(c: &mut PodSandboxConfig) -> &mut PodSandboxMetadata {
+        c.metadata.get_or_insert_with(Default::default)
+    }
+
+    #[test]
+    fn accepts_valid_configs() {
+        check(|_| {}).expect("valid");
+        check(|c| c.hostname.clear()).expect("no hostname");
+        check(|c| c.log_directory.clear()).expect("no log directory");
+        check(|c| c.dns_config = None).expect("no dns");
+        check(|c| c.port_mappings[0].host_port = 0).expect("unpublished port");
+        check(|c| c.port_mappings[0].host_ip.clear()).expect("any host ip");
+        check(|c| c.hostname = "a".repeat(64)).expect("64-char hostname");
+        check(|c| meta(c).name = "n".repeat(253)).expect("253-char name");
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        type Mutation = fn(&mut PodSandboxConfig);
+        let cases: &[(&str, Mutation)] = &[
+            ("no metadata", |c| c.metadata = None),
+            ("empty name", |c| meta(c).name.clear()),
+            ("empty namespace", |c| meta(c).namespace.clear()),
+            ("empty uid", |c| meta(c).uid.clear()),
+            ("slash in name", |c| meta(c).name = "a/b".into()),
+            ("dotdot namespace", |c| meta(c).namespace = "..".into()),
+            ("NUL in uid", |c| meta(c).uid = "u\0".into()),
+            ("long name", |c| meta(c).name = "n".repeat(254)),
+            ("long hostname", |c| c.hostname = "a".repeat(65)),
+            ("hostname underscore", |c| c.hostname = "a_b".into()),
+            ("hostname dash", |c| c.hostname = "-a".into()),
+            ("hostname newline", |c| c.hostname = "a\nb".into()),
+            ("relative log dir", |c| c.log_directory = "var/log".into()),
+            ("dotdot log dir", |c| {
+                c.log_directory = "/var/log/../../etc".into()
+            }),
+            ("container port 0", |c| {
+                c.port_mappings[0].container_port = 0
+            }),
+            ("container port big", |c| {
+                c.port_mappings[0].container_port = 65536
+            }),
+            ("host port negative", |c| c.port_mappings[0].host_port = -1),
+            ("bad protocol", |c| c.port_mappings[0].protocol = 9),
+            ("bad host ip", |c| {
+                c.port_mappings[0].host_ip = "localhost".into()
+            }),
+            ("dns server name", |c| {
+                c.dns_config.as_mut().unwrap().servers = vec!["dns.example".into()]
+            }),
+            ("dns search newline", |c| {
+                c.dns_config.as_mut().unwrap().searches = vec!["a\nnameserver 1.1.1.1".into()]
+            }),
+            ("dns option space", |c| {
+                c.dns_config.as_mut().unwrap().options = vec!["ndots:5 x".into()]
+            }),
+        ];
+        for (what, mutate) in cases {
+            let err = check(*mutate).expect_err(what);
+            assert_eq!(
+                crate::error::Classify::kind(&err),
+                crate::error::Kind::InvalidArgument,
+                "{what}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_say_what_is_wrong() {
+        let err = check(|c| c.hostname = "a_b".into()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid hostname \"a_b\": may only contain letters, digits, '-' and '.'"
+        );
+        let err = check(|c| c.metadata = None).unwrap_err();
+        assert_eq!(err.to_string(), "pod sandbox metadata is required");
+    }
+}
