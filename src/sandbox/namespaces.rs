@@ -1,0 +1,383 @@
+//! The pod's net, ipc and uts namespaces, pinned by bind mounts so they outlive every
+//! process: containers join them by path, and CNI configures the pinned netns.
+//!
+//! `unshare` of these three namespace types only affects the calling thread, so they are
+//! created on a dedicated short-lived std thread (never a tokio worker, which would carry
+//! the namespaces into unrelated tasks). That thread sets the hostname, brings `lo` up,
+//! bind-mounts its `/proc/thread-self/ns/<x>` files onto the pins and exits.
+//!
+//! `lo` is brought up here (one rtnetlink request) rather than relying on the CNI
+//! `loopback` plugin being configured: kubelet probes and in-pod traffic need it, and a
+//! network config without `loopback` is common. Running `loopback` as well is harmless.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
+use serde::{Deserialize, Serialize};
+
+use super::SandboxError;
+
+/// Paths of the pinned namespaces of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNamespaces {
+    pub net: PathBuf,
+    pub ipc: PathBuf,
+    pub uts: PathBuf,
+}
+
+impl PodNamespaces {
+    /// `(namespace name as in /proc/<pid>/ns, pin path)`.
+    pub fn iter(&self) -> [(&'static str, &Path); 3] {
+        [("net", &self.net), ("ipc", &self.ipc), ("uts", &self.uts)]
+    }
+}
+
+/// Where the pins of the pod whose volatile directory is `dir` live (`<dir>/ns/<x>`).
+pub fn namespace_paths(dir: &Path) -> PodNamespaces {
+    let ns = dir.join("ns");
+    PodNamespaces {
+        net: ns.join("net"),
+        ipc: ns.join("ipc"),
+        uts: ns.join("uts"),
+    }
+}
+
+/// Creates fresh net/ipc/uts namespaces, sets the hostname in the uts one, brings `lo` up
+/// in the net one, and pins each onto `<dir>/ns/<x>`. Rolls back everything on failure.
+/// Fails without touching anything if pins already exist.
+pub fn create_namespaces(dir: &Path, hostname: &str) -> Result<PodNamespaces, SandboxError> {
+    validate_hostname(hostname)?;
+    let paths = namespace_paths(dir);
+    for (_, pin) in paths.iter() {
+        if pin.symlink_metadata().is_ok() {
+            let err = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+            return Err(SandboxError::io("creating namespace pin", pin, err));
+        }
+    }
+    match create_pins(&paths).and_then(|()| unshare_and_pin(&paths, hostname)) {
+        Ok(()) => Ok(paths),
+        Err(e) => Err(e.with_cleanup(remove_namespaces(dir))),
+    }
+}
+
+/// Unmounts (MNT_DETACH) and deletes the pins of `dir`. Idempotent; keeps going past
+/// errors and returns the first.
+pub fn remove_namespaces(dir: &Path) -> Result<(), SandboxError> {
+    let paths = namespace_paths(dir);
+    let mut first = None;
+    for (_, pin) in paths.iter() {
+        if let Err(e) = remove_pin(pin) {
+            first.get_or_insert(e);
+        }
+    }
+    let ns_dir = dir.join("ns");
+    match fs::remove_dir(&ns_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            first.get_or_insert(SandboxError::io("removing", ns_dir, e));
+        }
+        _ => {}
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Accepts what the kernel and DNS both accept: dot-separated RFC 1123 labels (letters,
+/// digits, '-' not at either end), at most 64 bytes in total (HOST_NAME_MAX).
+pub fn validate_hostname(hostname: &str) -> Result<(), SandboxError> {
+    let reason = hostname_problem(hostname);
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(SandboxError::InvalidHostname {
+            hostname: hostname.to_owned(),
+            reason,
+        }),
+    }
+}
+
+fn hostname_problem(hostname: &str) -> Option<&'static str> {
+    if hostname.is_empty() {
+        return Some("empty");
+    }
+    if hostname.len() > 64 {
+        return Some("longer than 64 characters");
+    }
+    for label in hostname.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Some("each dot-separated label must have 1 to 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Some("only letters, digits, '-' and '.' are allowed");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some("labels must not start or end with '-'");
+        }
+    }
+    None
+}
+
+fn create_pins(paths: &PodNamespaces) -> Result<(), SandboxError> {
+    if let Some(parent) = paths.net.parent() {
+        fs::create_dir_all(parent).map_err(|e| SandboxError::io("creating", parent, e))?;
+    }
+    for (_, pin) in paths.iter() {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(pin)
+            .map_err(|e| SandboxError::io("creating namespace pin", pin, e))?;
+    }
+    Ok(())
+}
+
+fn unshare_and_pin(paths: &PodNamespaces, hostname: &str) -> Result<(), SandboxError> {
+    let paths = paths.clone();
+    let hostname = hostname.to_owned();
+    let handle = std::thread::Builder::new()
+        .name("crius-podns".into())
+        .spawn(move || pin_on_this_thread(&paths, &hostname))
+        .map_err(|e| SandboxError::io("spawning namespace thread for", "/proc/thread-self", e))?;
+    match handle.join() {
+        Ok(result) => result,
+        // A panic there is a bug, not an input problem: propagate it unchanged.
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs on the dedicated thread: its namespaces are discarded when it exits, except
+/// through the bind mounts made here.
+fn pin_on_this_thread(paths: &PodNamespaces, hostname: &str) -> Result<(), SandboxError> {
+    let flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    nix::sched::unshare(flags).map_err(|source| SandboxError::Sys {
+        op: "unshare(net, ipc, uts)",
+        source,
+    })?;
+    nix::unistd::sethostname(hostname).map_err(|source| SandboxError::Sys {
+        op: "sethostname",
+        source,
+    })?;
+    bring_loopback_up()?;
+    for (name, pin) in paths.iter() {
+        let source = Path::new("/proc/thread-self/ns").join(name);
+        nix::mount::mount(
+            Some(&source),
+            pin,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| SandboxError::io("bind-mounting namespace onto", pin, e.into()))?;
+    }
+    Ok(())
+}
+
+fn remove_pin(pin: &Path) -> Result<(), SandboxError> {
+    // A pin bind-mounted twice (only after manual meddling) needs one unmount per layer;
+    // EINVAL means "not a mount point" and ENOENT "already gone": both are done.
+    for _ in 0..8 {
+        match nix::mount::umount2(pin, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(Errno::EINVAL) | Err(Errno::ENOENT) => break,
+            Err(e) => return Err(SandboxError::io("unmounting namespace pin", pin, e.into())),
+        }
+    }
+    match fs::remove_file(pin) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(SandboxError::io("removing namespace pin", pin, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The kernel always gives `lo` this index in a new network namespace.
+const LOOPBACK_IFINDEX: i32 = 1;
+const RTM_NEWLINK: u16 = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const IFF_UP: u32 = 1;
+
+/// Sets IFF_UP on `lo` of the calling thread's netns with one RTM_NEWLINK request.
+fn bring_loopback_up() -> Result<(), SandboxError> {
+    let sys = |op| move |source| SandboxError::Sys { op, source };
+    let fd = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .map_err(sys("opening rtnetlink socket"))?;
+    let request = link_up_request(LOOPBACK_IFINDEX);
+    socket::send(fd.as_raw_fd(), &request, MsgFlags::empty())
+        .map_err(sys("sending RTM_NEWLINK for lo"))?;
+    let mut reply = [0u8; 512];
+    let n = socket::recv(fd.as_raw_fd(), &mut reply, MsgFlags::empty())
+        .map_err(sys("receiving RTM_NEWLINK ack"))?;
+    match ack_errno(&reply[..n]) {
+        Some(0) => Ok(()),
+        Some(errno) => Err(SandboxError::Sys {
+            op: "setting lo up",
+            source: Errno::from_raw(-errno),
+        }),
+        None => Err(SandboxError::Sys {
+            op: "setting lo up: unexpected rtnetlink reply",
+            source: Errno::EPROTO,
+        }),
+    }
+}
+
+/// `struct nlmsghdr` + `struct ifinfomsg` asking to set IFF_UP on `ifindex`.
+fn link_up_request(ifindex: i32) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[0..4].copy_from_slice(&32u32.to_ne_bytes()); // nlmsg_len
+    m[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    m[8..12].copy_from_slice(&1u32.to_ne_bytes()); // nlmsg_seq; pid 0 = kernel assigns
+    // ifinfomsg: family AF_UNSPEC, pad, type 0 (bytes 16..20 stay zero).
+    m[20..24].copy_from_slice(&ifindex.to_ne_bytes());
+    m[24..28].copy_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    m[28..32].copy_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    m
+}
+
+/// The (negative or zero) error of an NLMSG_ERROR reply; `None` for anything else.
+fn ack_errno(reply: &[u8]) -> Option<i32> {
+    let ty = u16::from_ne_bytes(reply.get(4..6)?.try_into().ok()?);
+    if ty != NLMSG_ERROR {
+        return None;
+    }
+    Some(i32::from_ne_bytes(reply.get(16..20)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn hostnames() {
+        for ok in ["a", "pod-1", "web.default", "A1", &"x".repeat(63)] {
+            assert!(validate_hostname(ok).is_ok(), "{ok}");
+        }
+        let long = format!("{}.{}", "a".repeat(40), "b".repeat(30));
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            "a b",
+            "a\nb",
+            &"x".repeat(64),
+            &long,
+        ] {
+            assert!(
+                matches!(
+                    validate_hostname(bad),
+                    Err(SandboxError::InvalidHostname { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn netlink_messages() {
+        let m = link_up_request(1);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 32);
+        assert_eq!(i32::from_ne_bytes(m[20..24].try_into().unwrap()), 1);
+        let mut ack = [0u8; 36];
+        ack[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        assert_eq!(ack_errno(&ack), Some(0));
+        ack[16..20].copy_from_slice(&(-1i32).to_ne_bytes());
+        assert_eq!(ack_errno(&ack), Some(-1));
+        assert_eq!(ack_errno(&ack[..10]), None);
+        ack[4..6].copy_from_slice(&3u16.to_ne_bytes());
+        assert_eq!(ack_errno(&ack), None);
+    }
+
+    /// Removes the pins even when an assertion fails.
+    struct Guard(PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = remove_namespaces(&self.0);
+        }
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// Runs `f` on a thread that has joined the namespace pinned at `pin`.
+    fn in_ns<T: Send + 'static>(pin: &Path, kind: CloneFlags, f: fn() -> T) -> T {
+        let pin = pin.to_path_buf();
+        std::thread::spawn(move || {
+            let fd = fs::File::open(&pin).unwrap();
+            nix::sched::setns(fd, kind).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn mounted(path: &Path) -> bool {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let needle = format!(" {} ", path.display());
+        info.lines().any(|l| l.contains(&needle))
+    }
+
+    #[test]
+    fn create_and_remove_pinned_namespaces() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let _guard = Guard(tmp.path().to_path_buf());
+        let ns = create_namespaces(tmp.path(), "crius-test-pod").unwrap();
+        assert_eq!(ns, namespace_paths(tmp.path()));
+        for (name, pin) in ns.iter() {
+            let own = fs::metadata(format!("/proc/self/ns/{name}")).unwrap();
+            let pinned = fs::metadata(pin).unwrap();
+            assert_ne!(own.ino(), pinned.ino(), "{name} is the host's");
+            assert!(mounted(pin), "{} not mounted", pin.display());
+        }
+        let host = in_ns(&ns.uts, CloneFlags::CLONE_NEWUTS, || {
+            nix::unistd::gethostname().unwrap()
+        });
+        assert_eq!(host, "crius-test-pod");
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.net.display()))
+            .args(["ip", "-o", "link", "show", "lo"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(",UP"), "lo not up: {text}");
+
+        // A second create on live pins must not disturb them.
+        assert!(create_namespaces(tmp.path(), "other").is_err());
+        assert!(mounted(&ns.net));
+
+        remove_namespaces(tmp.path()).unwrap();
+        for (_, pin) in ns.iter() {
+            assert!(!mounted(pin));
+            assert!(!pin.exists());
+        }
+        assert!(!tmp.path().join("ns").exists());
+        remove_namespaces(tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn invalid_hostname_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = create_namespaces(tmp.path(), "bad_name").unwrap_err();
+        assert!(matches!(err, SandboxError::InvalidHostname { .. }));
+        assert!(!tmp.path().join("ns").exists());
+    }
+}
