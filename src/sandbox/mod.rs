@@ -17,6 +17,8 @@ pub enum SandboxError {
     },
     #[error("invalid DNS config: {0}")]
     InvalidDns(String),
+    #[error("invalid port mapping: {0}")]
+    InvalidPortMapping(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -93,9 +95,9 @@ impl SandboxError {
 impl Classify for SandboxError {
     fn kind(&self) -> Kind {
         match self {
-            SandboxError::InvalidHostname { .. } | SandboxError::InvalidDns(_) => {
-                Kind::InvalidArgument
-            }
+            SandboxError::InvalidHostname { .. }
+            | SandboxError::InvalidDns(_)
+            | SandboxError::InvalidPortMapping(_) => Kind::InvalidArgument,
             SandboxError::NoNetworkConfig { .. }
             | SandboxError::InvalidNetworkConfig { .. }
             | SandboxError::PluginNotFound { .. } => Kind::FailedPrecondition,

@@ -11,25 +11,28 @@
 //! `<cache>/<network>-<pod id>-<ifname>.json` and given to DEL as `prevResult`.
 
 mod config;
+mod ports;
 mod result;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use super::SandboxError;
 use crate::store;
 pub use config::NetworkConfig;
+pub use ports::PortMapping;
 pub use result::{NetworkResult, parse_result};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Who and where to attach: the pod and its pinned network namespace.
-#[derive(Clone, Debug)]
+/// Who and where to attach: the pod and its pinned network namespace. DEL must get the
+/// same attachment as ADD (port mappings included).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {
     /// The pod sandbox id (CNI_CONTAINERID).
     pub container_id: String,
@@ -39,6 +42,8 @@ pub struct Attachment {
     pub pod_name: String,
     pub pod_namespace: String,
     pub pod_uid: String,
+    /// Host ports for plugins with the `portMappings` capability.
+    pub port_mappings: Vec<PortMapping>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +184,7 @@ impl Cni {
             plugin,
             att,
             netns: att.netns.to_string_lossy().into_owned(),
-            stdin: plugin_stdin(net, index, prev)?,
+            stdin: plugin_stdin(net, index, att, prev)?,
         };
         let stdout = self.run(call).await?;
         serde_json::from_slice(&stdout).map_err(|e| SandboxError::InvalidResult {
@@ -204,7 +209,7 @@ impl Cni {
         };
         let mut first = None;
         for (i, plugin) in types.iter().enumerate().take(count).rev() {
-            let outcome = match plugin_stdin(net, i, prev) {
+            let outcome = match plugin_stdin(net, i, att, prev) {
                 Ok(stdin) => {
                     let netns = netns.clone();
                     let command = Command::Del;
@@ -300,6 +305,7 @@ impl Cni {
 fn plugin_stdin(
     net: &NetworkConfig,
     index: usize,
+    att: &Attachment,
     prev: Option<&Value>,
 ) -> Result<Vec<u8>, SandboxError> {
     let mut conf = match net.plugins.get(index) {
@@ -317,7 +323,10 @@ fn plugin_stdin(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     if wants_ports {
-        conf.insert("runtimeConfig".into(), json!({ "portMappings": [] }));
+        conf.insert(
+            "runtimeConfig".into(),
+            json!({ "portMappings": att.port_mappings }),
+        );
     }
     serde_json::to_vec(&conf).map_err(|e| net.invalid(e.to_string()))
 }

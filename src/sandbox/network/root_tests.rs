@@ -105,15 +105,25 @@ async fn real_plugins_attach_and_detach() {
         pod_dir: pod_dir.clone(),
         ip_forward: std::fs::read_to_string(IP_FORWARD).unwrap_or_default(),
     };
-    let ns = create_namespaces(&pod_dir, "cni-root-test").unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    std::fs::create_dir(&conf_dir).unwrap();
-    let ipam = tmp.path().join("ipam");
-    std::fs::write(conf_dir.join("10-test.conflist"), conflist(&ipam)).unwrap();
+    for version in ["0.3.1", "0.4.0", "1.0.0"] {
+        attach_and_detach(tmp.path(), version).await;
+    }
+    failed_add_leaves_nothing(tmp.path()).await;
+}
 
-    let cni =
-        Cni::new(conf_dir, vec![plugins.to_owned()]).with_result_cache(tmp.path().join("cache"));
+/// One pod's life on the network `version` of the config declares.
+async fn attach_and_detach(tmp: &Path, version: &str) {
+    let pod_dir = tmp.join("pod");
+    let ns = create_namespaces(&pod_dir, "cni-root-test").unwrap();
+    let conf_dir = tmp.join(format!("net.d-{version}"));
+    std::fs::create_dir(&conf_dir).unwrap();
+    let ipam = tmp.join("ipam");
+    let conf = conflist(&ipam).replace("\"1.0.0\"", &format!("\"{version}\""));
+    std::fs::write(conf_dir.join("10-test.conflist"), conf).unwrap();
+
+    let cni = Cni::new(conf_dir, vec![PLUGIN_DIR.into()]).with_result_cache(tmp.join("cache"));
     let net = cni.load_network().unwrap();
+    assert_eq!(net.cni_version, version);
     let att = Attachment {
         container_id: "criusroottest".into(),
         netns: ns.net.clone(),
@@ -121,6 +131,7 @@ async fn real_plugins_attach_and_detach() {
         pod_name: "root-test".into(),
         pod_namespace: "default".into(),
         pod_uid: "uid-root-test".into(),
+        port_mappings: Vec::new(),
     };
     let result = cni.add(&net, &att).await.unwrap();
     let ip = result.ips[0];
@@ -133,11 +144,8 @@ async fn real_plugins_attach_and_detach() {
     let nsenter_net = format!("--net={}", ns.net.display());
     let addrs = run(&["nsenter", &nsenter_net, "ip", "-j", "addr", "show", "eth0"]);
     assert!(String::from_utf8_lossy(&addrs.stdout).contains(&format!("\"{ip}\"")));
-    assert!(
-        run(&["ip", "addr", "add", "10.244.250.1/24", "dev", BRIDGE])
-            .status
-            .success()
-    );
+    let gateway = ["ip", "addr", "replace", "10.244.250.1/24", "dev", BRIDGE];
+    assert!(run(&gateway).status.success());
     tcp_roundtrip(&ns.net, ip);
 
     cni.del(&net, &att).await.unwrap();
@@ -146,4 +154,41 @@ async fn real_plugins_attach_and_detach() {
     cni.del(&net, &att).await.unwrap();
     remove_namespaces(&pod_dir).unwrap();
     cni.del(&net, &att).await.unwrap();
+}
+
+/// bridge succeeds, the next plugin is missing: the rollback must release the lease and
+/// remove the veth.
+async fn failed_add_leaves_nothing(tmp: &Path) {
+    let pod_dir = tmp.join("pod");
+    let ns = create_namespaces(&pod_dir, "cni-root-test").unwrap();
+    let conf_dir = tmp.join("net.d-broken");
+    std::fs::create_dir(&conf_dir).unwrap();
+    let ipam = tmp.join("ipam");
+    let conf = conflist(&ipam).replace("\"portmap\"", "\"crius-no-such-plugin\"");
+    std::fs::write(conf_dir.join("10-test.conflist"), conf).unwrap();
+    let cni = Cni::new(conf_dir, vec![PLUGIN_DIR.into()]);
+    let att = Attachment {
+        container_id: "criusrollback".into(),
+        netns: ns.net.clone(),
+        ifname: "eth0".into(),
+        ..Attachment::default()
+    };
+    let err = cni
+        .add(&cni.load_network().unwrap(), &att)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::PluginNotFound { .. }), "{err}");
+    let ports = run(&["ip", "-o", "link", "show", "master", BRIDGE]);
+    assert_eq!(
+        String::from_utf8_lossy(&ports.stdout),
+        "",
+        "veth left on {BRIDGE}"
+    );
+    let leases: Vec<_> = std::fs::read_dir(ipam.join(NETWORK))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .collect();
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+    remove_namespaces(&pod_dir).unwrap();
 }

@@ -80,6 +80,7 @@ fn attachment(netns: &Path) -> Attachment {
         pod_name: "web-0".into(),
         pod_namespace: "default".into(),
         pod_uid: "uid-1".into(),
+        port_mappings: Vec::new(),
     }
 }
 
@@ -87,17 +88,33 @@ fn attachment(netns: &Path) -> Attachment {
 fn stdin_injects_name_version_prev_result_and_ports() {
     let mut net = network(&["bridge", "portmap"]);
     net.plugins[1] = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+    let mut att = attachment(Path::new("/run/p/ns/net"));
     let prev = json!({"cniVersion": "1.0.0", "ips": []});
-    let first: Value = serde_json::from_slice(&plugin_stdin(&net, 0, None).unwrap()).unwrap();
+    let stdin = |i, prev| -> Value {
+        serde_json::from_slice(&plugin_stdin(&net, i, &att, prev).unwrap()).unwrap()
+    };
+    let first = stdin(0, None);
     assert_eq!(
         first,
         json!({"type": "bridge", "name": "testnet", "cniVersion": "1.0.0"})
     );
-    let second: Value =
-        serde_json::from_slice(&plugin_stdin(&net, 1, Some(&prev)).unwrap()).unwrap();
+    let second = stdin(1, Some(&prev));
     assert_eq!(second["prevResult"], prev);
     assert_eq!(second["runtimeConfig"], json!({"portMappings": []}));
     assert_eq!(second["name"], "testnet");
+
+    att.port_mappings = vec![PortMapping {
+        host_port: 8080,
+        container_port: 80,
+        protocol: "tcp".into(),
+        host_ip: String::new(),
+    }];
+    let stdin = plugin_stdin(&net, 1, &att, None).unwrap();
+    let ports = &serde_json::from_slice::<Value>(&stdin).unwrap()["runtimeConfig"];
+    assert_eq!(
+        ports,
+        &json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]})
+    );
 }
 
 #[test]
