@@ -1,4 +1,10 @@
 //! Pod sandboxes: pinned namespaces, CNI networking, pod files, the pod cgroup.
+//!
+//! RunPodSandbox: `namespaces::create_namespaces` → `files::write_resolv_conf`,
+//! `write_hostname` → `network::Cni::load_network` + `add` (store the `NetworkConfig`,
+//! `Attachment` and `NetworkResult` with the pod) → `files::write_hosts` with the pod IP.
+//! Stop/RemovePodSandbox: `Cni::del` with the stored config and attachment (while the
+//! netns pin still exists), then `namespaces::remove_namespaces`. Both steps idempotent.
 
 pub mod files;
 pub mod namespaces;

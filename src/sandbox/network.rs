@@ -130,18 +130,16 @@ impl Cni {
         let Some(raw) = prev else {
             return Err(net.invalid("no plugins".into()));
         };
-        let last = types.last().copied().unwrap_or_default();
-        let result = parse_result(raw, &att.ifname).map_err(|reason| SandboxError::InvalidResult {
-            plugin: last.to_owned(),
-            reason,
-        });
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let cleanup = self.del_chain(net, att, types.len(), None).await;
+        let ips = match parse_result(&raw, &att.ifname) {
+            Ok(ips) => ips,
+            Err(reason) => {
+                let plugin = types.last().copied().unwrap_or_default().to_owned();
+                let e = SandboxError::InvalidResult { plugin, reason };
+                let cleanup = self.del_chain(net, att, types.len(), Some(&raw)).await;
                 return Err(e.with_cleanup(cleanup));
             }
         };
+        let result = NetworkResult { ips, raw };
         self.cache_result(net, att, &result.raw);
         Ok(result)
     }

@@ -49,8 +49,8 @@ struct LegacyIp {
 /// Extracts the pod IPs: those on `ifname` inside the sandbox when the result says which
 /// interface an address is on, else every address. Loopback addresses (from the
 /// `loopback` plugin) never count.
-pub fn parse_result(raw: Value, ifname: &str) -> Result<NetworkResult, String> {
-    let parsed: RawResult = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+pub fn parse_result(raw: &Value, ifname: &str) -> Result<Vec<IpAddr>, String> {
+    let parsed = RawResult::deserialize(raw).map_err(|e| e.to_string())?;
     let on_pod_iface = |ip: &RawIp| {
         ip.interface
             .and_then(|i| parsed.interfaces.get(i))
@@ -76,7 +76,7 @@ pub fn parse_result(raw: Value, ifname: &str) -> Result<NetworkResult, String> {
     }
     // Stable: keeps the plugin's order within each family.
     ips.sort_by_key(|ip| ip.is_ipv6());
-    Ok(NetworkResult { ips, raw })
+    Ok(ips)
 }
 
 #[cfg(test)]
@@ -85,8 +85,8 @@ mod tests {
     use serde_json::json;
 
     fn ips(raw: Value) -> Vec<String> {
-        let r = parse_result(raw, "eth0").unwrap();
-        r.ips.iter().map(ToString::to_string).collect()
+        let ips = parse_result(&raw, "eth0").unwrap();
+        ips.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -134,8 +134,8 @@ mod tests {
             json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.9.0.3/16"}, "ip6": {"ip": "fd::3/64"}});
         assert_eq!(ips(raw), ["10.9.0.3", "fd::3"]);
         assert!(ips(json!({"cniVersion": "1.0.0"})).is_empty());
-        let err = parse_result(json!({"ips": [{"address": "nonsense"}]}), "eth0").unwrap_err();
+        let err = parse_result(&json!({"ips": [{"address": "nonsense"}]}), "eth0").unwrap_err();
         assert!(err.contains("nonsense"));
-        assert!(parse_result(json!({"ips": "x"}), "eth0").is_err());
+        assert!(parse_result(&json!({"ips": "x"}), "eth0").is_err());
     }
 }

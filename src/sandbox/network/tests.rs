@@ -244,3 +244,23 @@ async fn plugin_stderr_is_the_message_without_error_json() {
     let err = fx.cni().add(&network(&["crash"]), &att).await.unwrap_err();
     assert!(err.to_string().contains("panic: oops"), "{err}");
 }
+
+#[tokio::test]
+async fn unparsable_result_is_rolled_back() {
+    let fx = Fixture::new();
+    fx.plugin("first", OK_PLUGIN);
+    let garbage =
+        "#!/bin/sh\necho \"$CNI_COMMAND garbage\" >> \"$LOGDIR/calls\"\necho '{not json'\n";
+    fx.plugin("garbage", garbage);
+    let att = attachment(Path::new("/proc/self/ns/net"));
+    let err = fx
+        .cni()
+        .add(&network(&["first", "garbage"]), &att)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::InvalidResult { .. }), "{err}");
+    assert_eq!(
+        fx.calls(),
+        ["ADD first", "ADD garbage", "DEL garbage", "DEL first"]
+    );
+}
