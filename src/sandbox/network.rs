@@ -383,14 +383,11 @@ fn plugin_failure(call: &PluginCall<'_>, output: &std::process::Output) -> Sandb
     }
 }
 
-/// Whether `path` is a namespace file (a live pin), not a leftover plain file.
+/// Whether `path` is a namespace file (a live pin), not a leftover plain file. statfs
+/// follows /proc/<pid>/ns/* magic links, so those count too.
 fn is_netns(path: &Path) -> bool {
-    use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, statfs};
-    // /proc/<pid>/ns/net (used by tests and by hand) reports procfs on older kernels.
-    statfs(path).is_ok_and(|s| {
-        let fs = s.filesystem_type();
-        fs == NSFS_MAGIC || fs == PROC_SUPER_MAGIC
-    })
+    use nix::sys::statfs::{NSFS_MAGIC, statfs};
+    statfs(path).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
 }
 
 #[cfg(test)]

@@ -212,6 +212,9 @@ async fn del_without_netns_passes_empty_netns_and_is_idempotent() {
     let gone = fx.tmp.path().join("pod/ns/net");
     let cni = fx.cni();
     cni.del(&net, &attachment(&gone)).await.unwrap();
+    // An unmounted pin left behind is a plain file: not a netns either.
+    std::fs::create_dir_all(gone.parent().unwrap()).unwrap();
+    std::fs::write(&gone, "").unwrap();
     cni.del(&net, &attachment(&gone)).await.unwrap();
     assert!(fx.log("first.DEL.env").contains("CNI_NETNS=\n"));
     // No cached result: DEL goes without prevResult.
