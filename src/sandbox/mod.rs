@@ -59,6 +59,9 @@ pub enum SandboxError {
         command: &'static str,
         secs: u64,
     },
+    /// The runtime shut down while a CNI command ran.
+    #[error("CNI {command} interrupted by shutdown")]
+    Interrupted { command: &'static str },
     #[error("CNI plugin {plugin} returned an invalid result: {reason}")]
     InvalidResult { plugin: String, reason: String },
     /// An operation failed and undoing its partial work failed too.
@@ -108,6 +111,7 @@ impl Classify for SandboxError {
             | SandboxError::InvalidNetworkConfig { .. }
             | SandboxError::PluginNotFound { .. } => Kind::FailedPrecondition,
             SandboxError::PluginTimeout { .. } => Kind::DeadlineExceeded,
+            SandboxError::Interrupted { .. } => Kind::Unavailable,
             SandboxError::Rollback { error, .. } => error.kind(),
             SandboxError::Store(e) => e.kind(),
             SandboxError::Io { .. }

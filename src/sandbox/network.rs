@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot::error::TryRecvError::Closed;
 
 use super::SandboxError;
 use crate::store;
@@ -108,7 +109,37 @@ impl Cni {
     }
 
     /// Attaches the pod to `net`. On failure everything already added is deleted again.
+    ///
+    /// Cancel-safe: the chain runs in its own task, so dropping this future (a cancelled
+    /// RunPodSandbox) neither kills a plugin halfway nor skips the rollback; an ADD that
+    /// completes after its caller is gone is deleted again, since nobody recorded it.
     pub async fn add(
+        &self,
+        net: &NetworkConfig,
+        att: &Attachment,
+    ) -> Result<NetworkResult, SandboxError> {
+        let (cni, net, att) = (self.clone(), net.clone(), att.clone());
+        // The task sees the receiver closed once the caller's future is dropped.
+        let (caller_alive, mut caller_gone) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let result = cni.add_chain(&net, &att).await;
+            if result.is_ok() && caller_gone.try_recv().is_err_and(|e| e == Closed) {
+                if let Err(e) = cni.del(&net, &att).await {
+                    tracing::warn!(error = %e, pod = %att.container_id, "undoing abandoned CNI ADD");
+                }
+            }
+            result
+        });
+        let outcome = task.await;
+        drop(caller_alive);
+        match outcome {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(SandboxError::Interrupted { command: "ADD" }),
+        }
+    }
+
+    async fn add_chain(
         &self,
         net: &NetworkConfig,
         att: &Attachment,

@@ -267,3 +267,26 @@ async fn unparsable_result_is_rolled_back() {
         ["ADD first", "ADD garbage", "DEL garbage", "DEL first"]
     );
 }
+
+#[tokio::test]
+async fn cancelled_add_is_undone() {
+    let fx = Fixture::new();
+    let slow_ok = OK_PLUGIN.replacen("name=", "[ \"$CNI_COMMAND\" = ADD ] && sleep 0.5\nname=", 1);
+    fx.plugin("slow", &slow_ok);
+    let att = attachment(Path::new("/proc/self/ns/net"));
+    let cni = fx.cni();
+    let net = network(&["slow"]);
+    let add = cni.add(&net, &att);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), add)
+            .await
+            .is_err()
+    );
+    for _ in 0..50 {
+        if fx.calls().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fx.calls(), ["ADD slow", "DEL slow"]);
+}
