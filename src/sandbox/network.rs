@@ -123,10 +123,11 @@ impl Cni {
         let (caller_alive, mut caller_gone) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let result = cni.add_chain(&net, &att).await;
-            if result.is_ok() && caller_gone.try_recv().is_err_and(|e| e == Closed) {
-                if let Err(e) = cni.del(&net, &att).await {
-                    tracing::warn!(error = %e, pod = %att.container_id, "undoing abandoned CNI ADD");
-                }
+            if result.is_ok()
+                && caller_gone.try_recv() == Err(Closed)
+                && let Err(e) = cni.del(&net, &att).await
+            {
+                tracing::warn!(error = %e, pod = %att.container_id, "undoing abandoned CNI ADD");
             }
             result
         });
