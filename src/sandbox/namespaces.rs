@@ -6,6 +6,9 @@
 //! the namespaces into unrelated tasks). That thread sets the hostname, brings `lo` up,
 //! bind-mounts its `/proc/thread-self/ns/<x>` files onto the pins and exits.
 //!
+//! A pod with host networking keeps the host's net and uts namespaces
+//! ([`NamespaceSet::from_cri`]); only the others are created and pinned.
+//!
 //! `lo` is brought up here (one rtnetlink request) rather than relying on the CNI
 //! `loopback` plugin being configured: kubelet probes and in-pod traffic need it, and a
 //! network config without `loopback` is common. Running `loopback` as well is harmless.
@@ -14,6 +17,7 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use k8s_cri::v1::{NamespaceMode, NamespaceOption};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -47,22 +51,100 @@ pub fn namespace_paths(dir: &Path) -> PodNamespaces {
     }
 }
 
+/// Which namespaces a pod gets of its own; for the others its containers use the host's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceSet {
+    pub net: bool,
+    pub ipc: bool,
+    pub uts: bool,
+}
+
+impl NamespaceSet {
+    pub const ALL: NamespaceSet = NamespaceSet {
+        net: true,
+        ipc: true,
+        uts: true,
+    };
+
+    /// From the pod's CRI namespace options: NODE means the host's. As in containerd, the
+    /// UTS namespace follows the network one (a hostNetwork pod has the node's hostname).
+    pub fn from_cri(options: Option<&NamespaceOption>) -> NamespaceSet {
+        let own = |mode: i32| mode != NamespaceMode::Node as i32;
+        match options {
+            None => NamespaceSet::ALL,
+            Some(o) => NamespaceSet {
+                net: own(o.network),
+                ipc: own(o.ipc),
+                uts: own(o.network),
+            },
+        }
+    }
+
+    fn contains(self, name: &str) -> bool {
+        match name {
+            "net" => self.net,
+            "ipc" => self.ipc,
+            "uts" => self.uts,
+            _ => false,
+        }
+    }
+
+    fn clone_flags(self) -> CloneFlags {
+        let mut flags = CloneFlags::empty();
+        flags.set(CloneFlags::CLONE_NEWNET, self.net);
+        flags.set(CloneFlags::CLONE_NEWIPC, self.ipc);
+        flags.set(CloneFlags::CLONE_NEWUTS, self.uts);
+        flags
+    }
+}
+
 /// Creates fresh net/ipc/uts namespaces, sets the hostname in the uts one, brings `lo` up
 /// in the net one, and pins each onto `<dir>/ns/<x>`. Rolls back everything on failure.
 /// Fails without touching anything if pins already exist.
 pub fn create_namespaces(dir: &Path, hostname: &str) -> Result<PodNamespaces, SandboxError> {
-    validate_hostname(hostname)?;
+    create_namespace_set(dir, NamespaceSet::ALL, hostname)
+}
+
+/// [`create_namespaces`] for the namespaces in `set` only; the returned paths of the
+/// others do not exist. `hostname` is only used (and validated) with a uts namespace.
+pub fn create_namespace_set(
+    dir: &Path,
+    set: NamespaceSet,
+    hostname: &str,
+) -> Result<PodNamespaces, SandboxError> {
+    if set.uts {
+        validate_hostname(hostname)?;
+    }
     let paths = namespace_paths(dir);
-    for (_, pin) in paths.iter() {
+    let job = PinJob {
+        set,
+        hostname: hostname.to_owned(),
+        pins: (paths.iter().into_iter())
+            .filter(|(name, _)| set.contains(name))
+            .map(|(name, pin)| (name, pin.to_owned()))
+            .collect(),
+    };
+    if job.pins.is_empty() {
+        return Ok(paths);
+    }
+    for (_, pin) in &job.pins {
         if pin.symlink_metadata().is_ok() {
             let err = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
             return Err(SandboxError::io("creating namespace pin", pin, err));
         }
     }
-    match create_pins(&paths).and_then(|()| unshare_and_pin(&paths, hostname)) {
+    match create_pins(&job.pins).and_then(|()| unshare_and_pin(job)) {
         Ok(()) => Ok(paths),
         Err(e) => Err(e.with_cleanup(remove_namespaces(dir))),
     }
+}
+
+/// What the namespace thread does: unshare `set`, set `hostname` (with uts), bring `lo`
+/// up (with net), and bind-mount each new namespace onto its pin.
+struct PinJob {
+    set: NamespaceSet,
+    hostname: String,
+    pins: Vec<(&'static str, PathBuf)>,
 }
 
 /// Unmounts (MNT_DETACH) and deletes the pins of `dir`. Idempotent; keeps going past
@@ -122,11 +204,11 @@ fn hostname_problem(hostname: &str) -> Option<&'static str> {
     None
 }
 
-fn create_pins(paths: &PodNamespaces) -> Result<(), SandboxError> {
-    if let Some(parent) = paths.net.parent() {
-        fs::create_dir_all(parent).map_err(|e| SandboxError::io("creating", parent, e))?;
-    }
-    for (_, pin) in paths.iter() {
+fn create_pins(pins: &[(&'static str, PathBuf)]) -> Result<(), SandboxError> {
+    for (_, pin) in pins {
+        if let Some(parent) = pin.parent() {
+            fs::create_dir_all(parent).map_err(|e| SandboxError::io("creating", parent, e))?;
+        }
         fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -136,12 +218,10 @@ fn create_pins(paths: &PodNamespaces) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn unshare_and_pin(paths: &PodNamespaces, hostname: &str) -> Result<(), SandboxError> {
-    let paths = paths.clone();
-    let hostname = hostname.to_owned();
+fn unshare_and_pin(job: PinJob) -> Result<(), SandboxError> {
     let handle = std::thread::Builder::new()
         .name("crius-podns".into())
-        .spawn(move || pin_on_this_thread(&paths, &hostname))
+        .spawn(move || pin_on_this_thread(&job))
         .map_err(|e| SandboxError::io("spawning namespace thread for", "/proc/thread-self", e))?;
     match handle.join() {
         Ok(result) => result,
@@ -152,18 +232,21 @@ fn unshare_and_pin(paths: &PodNamespaces, hostname: &str) -> Result<(), SandboxE
 
 /// Runs on the dedicated thread: its namespaces are discarded when it exits, except
 /// through the bind mounts made here.
-fn pin_on_this_thread(paths: &PodNamespaces, hostname: &str) -> Result<(), SandboxError> {
-    let flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
-    nix::sched::unshare(flags).map_err(|source| SandboxError::Sys {
+fn pin_on_this_thread(job: &PinJob) -> Result<(), SandboxError> {
+    nix::sched::unshare(job.set.clone_flags()).map_err(|source| SandboxError::Sys {
         op: "unshare(net, ipc, uts)",
         source,
     })?;
-    nix::unistd::sethostname(hostname).map_err(|source| SandboxError::Sys {
-        op: "sethostname",
-        source,
-    })?;
-    bring_loopback_up()?;
-    for (name, pin) in paths.iter() {
+    if job.set.uts {
+        nix::unistd::sethostname(&job.hostname).map_err(|source| SandboxError::Sys {
+            op: "sethostname",
+            source,
+        })?;
+    }
+    if job.set.net {
+        bring_loopback_up()?;
+    }
+    for (name, pin) in &job.pins {
         let source = Path::new("/proc/thread-self/ns").join(name);
         nix::mount::mount(
             Some(&source),
@@ -371,6 +454,39 @@ mod tests {
         }
         assert!(!tmp.path().join("ns").exists());
         remove_namespaces(tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn host_network_pod_gets_only_ipc() {
+        use k8s_cri::v1::NamespaceOption;
+        let node = NamespaceMode::Node as i32;
+        let host_net = NamespaceOption {
+            network: node,
+            ..Default::default()
+        };
+        let set = NamespaceSet::from_cri(Some(&host_net));
+        assert_eq!((set.net, set.ipc, set.uts), (false, true, false));
+        assert_eq!(NamespaceSet::from_cri(None), NamespaceSet::ALL);
+        if !is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let _guard = Guard(tmp.path().to_path_buf());
+        // No uts namespace: the hostname is neither set nor validated.
+        let ns = create_namespace_set(tmp.path(), set, "").unwrap();
+        assert!(mounted(&ns.ipc));
+        assert!(!ns.net.exists() && !ns.uts.exists());
+        let own = fs::metadata("/proc/self/ns/ipc").unwrap().ino();
+        assert_ne!(fs::metadata(&ns.ipc).unwrap().ino(), own);
+        remove_namespaces(tmp.path()).unwrap();
+        assert!(!mounted(&ns.ipc) && !ns.ipc.exists());
+        let none = NamespaceSet {
+            net: false,
+            ipc: false,
+            uts: false,
+        };
+        create_namespace_set(tmp.path(), none, "").unwrap();
+        assert!(!tmp.path().join("ns").exists());
     }
 
     #[test]
