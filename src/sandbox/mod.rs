@@ -53,11 +53,11 @@ pub enum SandboxError {
         code: Option<u64>,
         msg: String,
     },
-    #[error("CNI plugin {plugin} {command} timed out after {secs}s (killed)")]
+    #[error("CNI plugin {plugin} {command} timed out after {after:?} (killed)")]
     PluginTimeout {
         plugin: String,
         command: &'static str,
-        secs: u64,
+        after: std::time::Duration,
     },
     /// The runtime shut down while a CNI command ran.
     #[error("CNI {command} interrupted by shutdown")]

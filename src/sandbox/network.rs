@@ -289,7 +289,7 @@ impl Cni {
             .map_err(|_| SandboxError::PluginTimeout {
                 plugin: call.plugin.to_owned(),
                 command: call.command.as_str(),
-                secs: self.timeout.as_secs(),
+                after: self.timeout,
             })??;
         if output.status.success() {
             Ok(output.stdout)

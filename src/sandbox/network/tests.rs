@@ -236,7 +236,7 @@ async fn missing_plugin_and_timeout() {
     let err = cni.add(&network(&["slow"]), &att).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
     // The ADD timed out and so did its rollback DEL.
-    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(err.to_string().contains("timed out after 300ms"), "{err}");
 }
 
 #[tokio::test]
