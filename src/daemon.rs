@@ -42,7 +42,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             cgroup_parent: cfg.cgroup_parent.clone(),
             exe,
         },
-        Cni::new(cfg.cni.conf_dir.clone(), cfg.cni.bin_dirs.clone()),
+        Cni::new(cfg.cni.conf_dir.clone(), cfg.cni.bin_dirs.clone())
+            .with_result_cache(cfg.run_root.join("cni-results")),
     ));
     let containers = Arc::new(ContainerManager::new(
         ContainerSettings {

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::files;
-use super::namespaces::{self, PodNamespaces};
-use super::network::{Attachment, Cni, NetworkConfig};
+use super::namespaces::{self, NamespaceSet, PodNamespaces};
+use super::network::{Attachment, Cni, NetworkConfig, PortMapping};
 use super::validate::validate_pod_config;
 use crate::error::{Error, Result, poisoned};
 use crate::id;
@@ -189,25 +189,23 @@ impl PodManager {
         let rec = entry.record.lock().map_err(poisoned)?.clone();
         let dir = self.run_dir(&rec.id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        let hostname = rec.config.hostname.clone();
-        let ns_dir = dir.clone();
-        let ns = tokio::task::spawn_blocking(move || {
-            namespaces::create_namespaces(&ns_dir, &hostname)
-        })
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("namespace task failed: {e}")))??;
+        let set = NamespaceSet::from_cri(namespace_options(&rec.config).as_ref());
+        let ns = namespaces::create_namespace_set(&dir, set, &rec.config.hostname)?;
         let cg = cgroups::manager(&self.settings.cgroup_root, &rec.cgroup)?;
         cg.create()?;
-        let net = self.cni.load_network()?;
-        let rec = self.save(entry, |r| r.network = Some(net.clone()))?;
-        let result = self.cni.add(&net, &attachment(&rec, &ns)).await?;
-        let ip = result.ips.first().copied();
+        let mut ips = Vec::new();
+        if set.net {
+            let net = self.cni.load_network()?;
+            let rec = self.save(entry, |r| r.network = Some(net.clone()))?;
+            ips = self.cni.add(&net, &attachment(&rec, &ns)?).await?.ips;
+        }
+        let ip = ips.first().copied();
         files::write_resolv_conf(&dir, rec.config.dns_config.as_ref())?;
         files::write_hostname(&dir, &rec.config.hostname)?;
         files::write_hosts(&dir, &rec.config.hostname, ip)?;
         self.spawn_monitor(&rec.id).await?;
         self.save(entry, |r| {
-            r.ips = result.ips.clone();
+            r.ips = ips;
             r.phase = PodPhase::Ready;
         })?;
         Ok(())
@@ -270,10 +268,14 @@ impl PodManager {
             note("monitor shutdown", e.into());
         }
         let ns = self.namespaces(&rec.id);
-        if let Some(net) = &rec.network
-            && let Err(e) = self.cni.del(net, &attachment(rec, &ns)).await
-        {
-            note("CNI DEL", e.into());
+        if let Some(net) = &rec.network {
+            let del = match attachment(rec, &ns) {
+                Ok(att) => self.cni.del(net, &att).await.map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = del {
+                note("CNI DEL", e);
+            }
         }
         let dir = self.run_dir(&rec.id);
         if let Err(e) = tokio::task::spawn_blocking(move || namespaces::remove_namespaces(&dir))
@@ -386,34 +388,36 @@ impl PodManager {
     }
 }
 
-fn check_supported(c: &cri::PodSandboxConfig) -> Result<()> {
-    let opts = c
-        .linux
+fn namespace_options(c: &cri::PodSandboxConfig) -> Option<cri::NamespaceOption> {
+    c.linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref());
-    if let Some(o) = opts {
-        let node = cri::NamespaceMode::Node as i32;
-        let pod = cri::NamespaceMode::Pod as i32;
-        if o.network == node || o.ipc == node || o.pid == node || o.pid == pod {
-            return Err(Error::Unimplemented(
-                "host network/ipc/pid namespaces and a shared pod PID namespace",
-            ));
-        }
+        .and_then(|s| s.namespace_options.clone())
+}
+
+fn check_supported(c: &cri::PodSandboxConfig) -> Result<()> {
+    if let Some(o) = namespace_options(c)
+        && o.pid == cri::NamespaceMode::Pod as i32
+    {
+        // A shared pod PID namespace needs a pod init process (a later issue).
+        return Err(Error::Unimplemented("a PID namespace shared by the pod"));
     }
     Ok(())
 }
 
-fn attachment(rec: &PodRecord, ns: &PodNamespaces) -> Attachment {
+/// The CNI attachment of a pod; built the same way for ADD and DEL so portmap can undo
+/// exactly what it did.
+fn attachment(rec: &PodRecord, ns: &PodNamespaces) -> Result<Attachment> {
     let m = rec.config.metadata.clone().unwrap_or_default();
-    Attachment {
+    Ok(Attachment {
         container_id: rec.id.clone(),
         netns: ns.net.clone(),
         ifname: "eth0".into(),
         pod_name: m.name,
         pod_namespace: m.namespace,
         pod_uid: m.uid,
-    }
+        port_mappings: PortMapping::from_cri(&rec.config.port_mappings)?,
+    })
 }
 
 fn state_of(rec: &PodRecord) -> i32 {
@@ -510,13 +514,13 @@ mod tests {
     }
 
     #[test]
-    fn host_namespaces_are_refused_clearly() {
+    fn shared_pod_pid_namespace_is_refused_clearly() {
         let mut c = cri::PodSandboxConfig::default();
         assert!(check_supported(&c).is_ok());
         c.linux = Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
+                    pid: cri::NamespaceMode::Pod as i32,
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -7,6 +7,7 @@
 //! netns pin still exists), then `namespaces::remove_namespaces`. Both steps idempotent.
 
 pub mod files;
+pub mod manager;
 pub mod namespaces;
 pub mod network;
 
