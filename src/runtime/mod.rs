@@ -25,7 +25,10 @@ pub enum RuntimeError {
     #[error("invalid bundle {bundle}: {message}")]
     InvalidSpec { bundle: PathBuf, message: String },
     #[error("{op}: {source}")]
-    Sys { op: &'static str, source: nix::Error },
+    Sys {
+        op: &'static str,
+        source: nix::Error,
+    },
     /// The container's init reported a failure before exec (e.g. executable not found).
     #[error("container init failed: {0}")]
     Init(String),
