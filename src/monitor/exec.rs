@@ -185,3 +185,88 @@ impl Capture {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+
+    fn fake(execs: &mut Execs, pid: Pid, timeout: Option<Duration>) -> (OwnedFd, OwnedFd) {
+        let (out, err) = (sys::pipe().unwrap(), sys::pipe().unwrap());
+        execs.list.push(Exec {
+            pid,
+            conn: 7,
+            out: [
+                Capture {
+                    pipe: Some(out.read),
+                    data: Vec::new(),
+                },
+                Capture {
+                    pipe: Some(err.read),
+                    data: Vec::new(),
+                },
+            ],
+            deadline: timeout.map(|t| Instant::now() + t),
+            timed_out: false,
+        });
+        (out.write, err.write)
+    }
+
+    #[test]
+    fn output_is_collected_until_exit() {
+        let mut execs = Execs::default();
+        let pid = Pid::from_raw(999_999);
+        let (out, err) = fake(&mut execs, pid, None);
+        let (mut out, mut err) = (File::from(out), File::from(err));
+        let mut buf = [0u8; 4];
+        out.write_all(b"hello ").unwrap();
+        execs.on_output(pid, Stream::Stdout, &mut buf);
+        out.write_all(b"world").unwrap();
+        err.write_all(b"warn").unwrap();
+        assert!(execs.on_exit(Pid::from_raw(1234), 0).is_none());
+        let done = execs.on_exit(pid, 3).unwrap();
+        assert_eq!(done.conn, 7);
+        assert_eq!(done.result.stdout, b"hello world");
+        assert_eq!(done.result.stderr, b"warn");
+        assert_eq!((done.result.exit_code, done.result.timed_out), (3, false));
+        assert_eq!(execs.output_fds().count(), 0);
+    }
+
+    #[test]
+    fn deadline_kills_the_process_and_marks_the_result() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let mut execs = Execs::default();
+        let _pipes = fake(&mut execs, pid, Some(Duration::from_millis(1)));
+        assert!(execs.next_deadline().is_some());
+        execs.expire(Instant::now() + Duration::from_millis(5));
+        assert!(execs.next_deadline().is_none());
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        let done = execs.on_exit(pid, 137).unwrap();
+        assert!(done.result.timed_out);
+    }
+
+    #[test]
+    fn output_is_capped() {
+        let mut c = Capture {
+            pipe: None,
+            data: vec![0; MAX_OUTPUT - 2],
+        };
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        sys::set_nonblocking(&r).unwrap();
+        c.pipe = Some(File::from(r));
+        File::from(w).write_all(b"abcdef").unwrap();
+        let mut buf = [0u8; 16];
+        c.read(&mut buf, None);
+        assert_eq!(c.data.len(), MAX_OUTPUT);
+        assert_eq!(&c.data[MAX_OUTPUT - 2..], b"ab");
+    }
+}

@@ -124,7 +124,8 @@ enum Token {
 }
 
 struct Shutdown {
-    conn: u64,
+    /// Every connection that asked; each gets the final Ok.
+    conns: Vec<u64>,
     deadline: Instant,
 }
 
@@ -215,10 +216,10 @@ impl Monitor {
             Token::Listener => self.accept(),
             Token::Signals => self.reap(),
             Token::Conn(id) => {
-                if events.intersects(PollFlags::POLLOUT) {
-                    if let Some(c) = self.conn_mut(id) {
-                        c.flush();
-                    }
+                if events.intersects(PollFlags::POLLOUT)
+                    && let Some(c) = self.conn_mut(id)
+                {
+                    c.flush();
                 }
                 if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                     self.read_conn(id);
@@ -315,6 +316,11 @@ impl Monitor {
 
     fn handle(&mut self, conn: u64, req: proto::Request) {
         let result = match req.kind {
+            Some(Req::Create(_) | Req::Start(_) | Req::ExecSync(_)) if self.shutdown.is_some() => {
+                Err(MonitorError::FailedPrecondition(
+                    "the monitor is shutting down".into(),
+                ))
+            }
             None => Err(MonitorError::InvalidArgument("empty request".into())),
             Some(Req::Ping(_)) => Ok(Some(Resp::Pong(proto::Pong {
                 pid: i32::try_from(std::process::id()).unwrap_or(0),
@@ -379,10 +385,14 @@ impl Monitor {
     }
 
     fn begin_shutdown(&mut self, conn: u64) {
+        if let Some(s) = &mut self.shutdown {
+            s.conns.push(conn);
+            return;
+        }
         self.containers.kill_all();
         self.execs.kill_all();
         self.shutdown = Some(Shutdown {
-            conn,
+            conns: vec![conn],
             deadline: Instant::now() + SHUTDOWN_GRACE,
         });
     }
@@ -399,14 +409,14 @@ impl Monitor {
         // The socket goes first: once the daemon reads Ok, it must find no socket.
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.pid_file);
-        let Some(conn) = self.shutdown.as_ref().map(|s| s.conn) else {
-            return;
-        };
-        self.respond(conn, Resp::Ok(proto::Ok {}));
-        if let Some(c) = self.conn_mut(conn) {
-            // Blocking now: this is the last thing we do.
-            let _ = c.stream.set_nonblocking(false);
-            let _ = c.stream.write_all(&c.out[c.written..]);
+        let conns = self.shutdown.take().map(|s| s.conns).unwrap_or_default();
+        for conn in conns {
+            self.respond(conn, Resp::Ok(proto::Ok {}));
+            if let Some(c) = self.conn_mut(conn) {
+                // Blocking now: this is the last thing we do.
+                let _ = c.stream.set_nonblocking(false);
+                let _ = c.stream.write_all(&c.out[c.written..]);
+            }
         }
     }
 }
