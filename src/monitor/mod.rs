@@ -13,6 +13,8 @@
 //! ```
 
 mod client;
+#[cfg(test)]
+mod container_tests;
 mod containers;
 mod exec;
 mod frame;

@@ -27,10 +27,10 @@ fn crius_bin() -> PathBuf {
 }
 
 /// A spawned monitor in a tempdir; shut down (or killed) when dropped.
-struct Running {
-    dir: tempfile::TempDir,
-    client: MonitorClient,
-    pid: i32,
+pub(super) struct Running {
+    pub dir: tempfile::TempDir,
+    pub client: MonitorClient,
+    pub pid: i32,
 }
 
 impl Drop for Running {
@@ -45,7 +45,7 @@ impl Drop for Running {
     }
 }
 
-async fn start_monitor() -> Running {
+pub(super) async fn start_monitor() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let opts = SpawnOptions {
         pod_id: "test-pod".into(),
@@ -73,7 +73,7 @@ fn send_raw(socket: &Path, bytes: &[u8]) -> Vec<u8> {
     got
 }
 
-fn gone(pid: i32) -> bool {
+pub(super) fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // A zombie whose reaper is slow is gone for our purposes.

@@ -1,0 +1,209 @@
+//! Containers through a real monitor and the real runtime: busybox rootfs, cgroups under
+//! a test-only parent. Needs root and the runtime (ignored until both are merged: run with
+//! `cargo test monitor::container_tests -- --ignored`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Spec;
+
+use super::proto::{self, state::Status};
+use super::tests::{Running, gone, start_monitor};
+use super::*;
+use crate::error::{Classify, Kind};
+
+const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat"];
+
+/// Copies busybox and the libraries it links into `rootfs`.
+fn build_rootfs(rootfs: &Path) {
+    let copy = |src: &Path| {
+        let dst = rootfs.join(src.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, &dst).unwrap();
+    };
+    copy(Path::new("/bin/busybox"));
+    let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            copy(Path::new(lib));
+        }
+    }
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// Everything a test container needs, under the monitor's tempdir.
+struct Fixture {
+    root: PathBuf,
+    cgroup_parent: String,
+}
+
+impl Fixture {
+    fn new(r: &Running) -> Self {
+        let root = r.dir.path().to_path_buf();
+        build_rootfs(&root.join("rootfs"));
+        Fixture {
+            root,
+            cgroup_parent: format!("crius-monitor-test-{}", std::process::id()),
+        }
+    }
+
+    fn bundle(&self, id: &str, args: &[&str]) -> proto::CreateContainer {
+        let bundle = self.root.join("bundles").join(id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let mut spec = Spec::default();
+        let mut root = spec.root().clone().unwrap();
+        root.set_path(self.root.join("rootfs"));
+        spec.set_root(Some(root));
+        let mut process = spec.process().clone().unwrap();
+        process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+        process.set_env(Some(vec!["PATH=/bin".into()]));
+        spec.set_process(Some(process));
+        let mut linux = spec.linux().clone().unwrap();
+        let cgroup = format!("/{}/{id}", self.cgroup_parent);
+        linux.set_cgroups_path(Some(PathBuf::from(cgroup)));
+        spec.set_linux(Some(linux));
+        spec.save(bundle.join("config.json")).unwrap();
+        proto::CreateContainer {
+            id: id.into(),
+            bundle: bundle.to_string_lossy().into(),
+            log_path: self.log(id).to_string_lossy().into(),
+            exit_file: self.exit_file(id).to_string_lossy().into(),
+        }
+    }
+
+    fn log(&self, id: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{id}.log"))
+    }
+
+    fn exit_file(&self, id: &str) -> PathBuf {
+        self.root.join("exits").join(id)
+    }
+
+    /// The log without timestamps.
+    fn log_lines(&self, id: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.log(id)).unwrap_or_default();
+        text.lines()
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
+            .collect()
+    }
+
+    /// Removes the test cgroup parents the runtime's destroy leaves behind.
+    fn cleanup(&self) {
+        for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(entry.path().join(&self.cgroup_parent));
+        }
+    }
+}
+
+async fn wait_exited(r: &Running, id: &str) -> proto::State {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = r.client.state(id).await.unwrap();
+        if st.status == Status::Exited as i32 {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "{id} still {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root and the runtime"]
+async fn container_lifecycle_logs_and_exit_record() {
+    let r = start_monitor().await;
+    let fx = Fixture::new(&r);
+    let script = "echo out; echo err >&2; printf partial; exit 3";
+    r.client
+        .create(fx.bundle("c1", &["sh", "-c", script]))
+        .await
+        .unwrap();
+    let st = r.client.state("c1").await.unwrap();
+    assert_eq!(st.status, Status::Created as i32);
+    assert!(st.pid > 0 && st.created_at > 0 && st.started_at == 0);
+    r.client.start("c1").await.unwrap();
+    let st = wait_exited(&r, "c1").await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"));
+    assert!(st.finished_at >= st.started_at && st.started_at > 0);
+    let mut lines = fx.log_lines("c1");
+    lines.sort();
+    assert_eq!(lines, ["stderr F err", "stdout F out", "stdout P partial"]);
+    let rec: ExitRecord = crate::store::read_json(&fx.exit_file("c1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.exit_code, rec.finished_at), (3, st.finished_at));
+    let again = r.client.start("c1").await.unwrap_err();
+    assert_eq!(again.kind(), Kind::FailedPrecondition);
+    r.client.delete("c1").await.unwrap();
+    assert_eq!(
+        r.client.state("c1").await.unwrap_err().kind(),
+        Kind::NotFound
+    );
+    r.client.shutdown().await.unwrap();
+    fx.cleanup();
+}
+
+#[tokio::test]
+#[ignore = "needs root and the runtime"]
+async fn exec_kill_and_shutdown_with_running_containers() {
+    let r = start_monitor().await;
+    let fx = Fixture::new(&r);
+    r.client
+        .create(fx.bundle("s1", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    r.client.start("s1").await.unwrap();
+    let no = r.client.delete("s1").await.unwrap_err();
+    assert_eq!(no.kind(), Kind::FailedPrecondition);
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = r
+        .client
+        .exec_sync(
+            "s1",
+            args(&["sh", "-c", "echo hi; echo ho >&2; exit 4"]),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice()),
+        (&b"hi\n"[..], &b"ho\n"[..])
+    );
+    assert_eq!((out.exit_code, out.timed_out), (4, false));
+    // A slow exec times out while other requests are still answered.
+    let slow = {
+        let c = r.client.clone();
+        tokio::spawn(async move {
+            c.exec_sync(
+                "s1",
+                vec!["sleep".into(), "30".into()],
+                Duration::from_millis(300),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(r.client.ping().await.unwrap(), r.pid);
+    let slow = slow.await.unwrap().unwrap();
+    assert!(slow.timed_out);
+    // A second container, killed by signal: 128 + 9.
+    r.client
+        .create(fx.bundle("s2", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    r.client.start("s2").await.unwrap();
+    r.client.kill("s2", 9).await.unwrap();
+    assert_eq!(wait_exited(&r, "s2").await.exit_code, 137);
+    // Shutdown kills s1 and removes everything.
+    let s1_pid = r.client.state("s1").await.unwrap().pid;
+    r.client.shutdown().await.unwrap();
+    assert!(gone(s1_pid));
+    assert!(!r.dir.path().join("pod").join(SOCKET_NAME).exists());
+    let rec: ExitRecord = crate::store::read_json(&fx.exit_file("s1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.exit_code, 137);
+    fx.cleanup();
+}
