@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::Spec;
 
 use super::proto::{self, state::Status};
-use super::tests::{Running, gone, start_monitor};
+use super::tests::{Running, gone, start_monitor_in};
 use super::*;
 use crate::error::{Classify, Kind};
 
@@ -46,7 +46,8 @@ impl Fixture {
         build_rootfs(&root.join("rootfs"));
         Fixture {
             root,
-            cgroup_parent: format!("crius-monitor-test-{}", std::process::id()),
+            // One parent per monitor: the tests run in parallel and each removes its own.
+            cgroup_parent: format!("crius-monitor-test-{}-{}", std::process::id(), r.pid),
         }
     }
 
@@ -113,7 +114,7 @@ async fn wait_exited(r: &Running, id: &str) -> proto::State {
 #[tokio::test]
 #[ignore = "needs root and the runtime"]
 async fn container_lifecycle_logs_and_exit_record() {
-    let r = start_monitor().await;
+    let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
     let fx = Fixture::new(&r);
     let script = "echo out; echo err >&2; printf partial; exit 3";
     r.client
@@ -148,7 +149,7 @@ async fn container_lifecycle_logs_and_exit_record() {
 #[tokio::test]
 #[ignore = "needs root and the runtime"]
 async fn exec_kill_and_shutdown_with_running_containers() {
-    let r = start_monitor().await;
+    let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
     let fx = Fixture::new(&r);
     r.client
         .create(fx.bundle("s1", &["sleep", "1000"]))
@@ -206,4 +207,40 @@ async fn exec_kill_and_shutdown_with_running_containers() {
         .unwrap();
     assert_eq!(rec.exit_code, 137);
     fx.cleanup();
+}
+
+/// The monitor blocks SIGCHLD (for its signalfd) and the Rust runtime ignores SIGPIPE;
+/// neither may leak into containers. Fails until the runtime resets signal dispositions
+/// and the mask before execve.
+#[tokio::test]
+#[ignore = "needs root and the runtime"]
+async fn container_processes_start_with_default_signals() {
+    let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
+    let fx = Fixture::new(&r);
+    r.client
+        .create(fx.bundle("g1", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    r.client.start("g1").await.unwrap();
+    let args = vec![
+        "cat".into(),
+        "/proc/1/status".into(),
+        "/proc/self/status".into(),
+    ];
+    let out = r
+        .client
+        .exec_sync("g1", args, Duration::ZERO)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let masks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("SigBlk") || l.starts_with("SigIgn"))
+        .collect();
+    r.client.shutdown().await.unwrap();
+    fx.cleanup();
+    assert_eq!(masks.len(), 4, "{text}");
+    for m in masks {
+        assert!(m.ends_with("0000000000000000"), "init and exec: {m}");
+    }
 }

@@ -45,12 +45,18 @@ impl Drop for Running {
     }
 }
 
+/// A monitor whose cgroup root is an empty tempdir: no container can be made.
 pub(super) async fn start_monitor() -> Running {
     let dir = tempfile::tempdir().unwrap();
+    let cgroup_root = dir.path().join("cgroup");
+    start_monitor_in(dir, cgroup_root).await
+}
+
+pub(super) async fn start_monitor_in(dir: tempfile::TempDir, cgroup_root: PathBuf) -> Running {
     let opts = SpawnOptions {
         pod_id: "test-pod".into(),
         dir: dir.path().join("pod"),
-        cgroup_root: dir.path().join("cgroup"),
+        cgroup_root,
         exe: crius_bin(),
     };
     spawn(&opts).await.unwrap();
