@@ -99,6 +99,19 @@ impl Fixture {
     }
 }
 
+/// utime + stime of a process, in clock ticks (normally 10 ms).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14 and stime 15.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 async fn wait_exited(r: &Running, id: &str) -> proto::State {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -189,6 +202,21 @@ async fn exec_kill_and_shutdown_with_running_containers() {
     assert_eq!(r.client.ping().await.unwrap(), r.pid);
     let slow = slow.await.unwrap().unwrap();
     assert!(slow.timed_out);
+    // A caller that gives up mid-exec: the monitor must not spin on the hung-up socket.
+    let abandoned = r
+        .client
+        .exec_sync("s1", args(&["sleep", "1"]), Duration::ZERO);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), abandoned)
+            .await
+            .is_err()
+    );
+    let before = cpu_ticks(r.pid);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cpu_ticks(r.pid) - before < 10,
+        "monitor busy while an exec runs"
+    );
     // A second container, killed by signal: 128 + 9.
     r.client
         .create(fx.bundle("s2", &["sleep", "1000"]))

@@ -173,6 +173,10 @@ impl Monitor {
             if c.written < c.out.len() {
                 ev |= PollFlags::POLLOUT;
             }
+            if ev.is_empty() && c.eof {
+                // Hung up while its exec runs: POLLHUP would be reported on every round.
+                continue;
+            }
             fds.push(PollFd::new(c.stream.as_fd(), ev));
             tokens.push(Token::Conn(c.id));
         }
