@@ -24,6 +24,9 @@ use super::MonitorError;
 pub fn setup_process() -> Result<(), MonitorError> {
     // EPERM means we already lead a process group (started by hand); that is fine.
     let _ = nix::unistd::setsid();
+    // Do not pin whatever filesystem the daemon was started in.
+    std::env::set_current_dir("/")
+        .map_err(|e| MonitorError::io("changing directory to", "/", e))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(MonitorError::sys("prctl(PR_SET_CHILD_SUBREAPER)"))?;
     close_inherited_fds()

@@ -35,12 +35,19 @@ pub(super) struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // Only if the test did not already shut it down.
-        if self.dir.path().join(SOCKET_NAME).exists() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        // A test that failed before its own Shutdown: shut down synchronously so no
+        // container, cgroup or process outlives it.
+        let socket = self.dir.path().join("pod").join(SOCKET_NAME);
+        if !socket.exists() {
+            return;
+        }
+        let shutdown = proto::Request {
+            kind: Some(Req::Shutdown(proto::Shutdown {})),
+        };
+        if let Ok(mut s) = UnixStream::connect(&socket) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+            let _ = s.write_all(&frame::encode(&shutdown));
+            let _ = s.read_to_end(&mut Vec::new());
         }
     }
 }
