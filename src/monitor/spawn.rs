@@ -13,6 +13,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -104,7 +105,10 @@ async fn wait_ready(client: &MonitorClient) -> Result<(), MonitorError> {
 pub fn launch(args: &MonitorArgs) -> Result<(), MonitorError> {
     // /proc/self/exe still works if the binary was replaced on disk by an upgrade.
     let exe = Path::new("/proc/self/exe");
+    // argv[0] as the daemon gave it, so `ps` shows crius rather than /proc/self/exe.
+    let argv0 = std::env::args_os().next().unwrap_or_else(|| "crius".into());
     std::process::Command::new(exe)
+        .arg0(argv0)
         .arg("monitor")
         .args(monitor_args(&args.pod_id, &args.dir, &args.cgroup_root))
         .spawn()
