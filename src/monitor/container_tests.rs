@@ -161,24 +161,19 @@ async fn container_lifecycle_logs_and_exit_record() {
 
 #[tokio::test]
 #[ignore = "needs root and the runtime"]
-async fn exec_kill_and_shutdown_with_running_containers() {
+async fn exec_sync_output_timeout_and_hangup() {
     let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
     let fx = Fixture::new(&r);
     r.client
-        .create(fx.bundle("s1", &["sleep", "1000"]))
+        .create(fx.bundle("e1", &["sleep", "1000"]))
         .await
         .unwrap();
-    r.client.start("s1").await.unwrap();
-    let no = r.client.delete("s1").await.unwrap_err();
-    assert_eq!(no.kind(), Kind::FailedPrecondition);
+    r.client.start("e1").await.unwrap();
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let script = args(&["sh", "-c", "echo hi; echo ho >&2; exit 4"]);
     let out = r
         .client
-        .exec_sync(
-            "s1",
-            args(&["sh", "-c", "echo hi; echo ho >&2; exit 4"]),
-            Duration::ZERO,
-        )
+        .exec_sync("e1", script, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(
@@ -189,43 +184,47 @@ async fn exec_kill_and_shutdown_with_running_containers() {
     // A slow exec times out while other requests are still answered.
     let slow = {
         let c = r.client.clone();
-        tokio::spawn(async move {
-            c.exec_sync(
-                "s1",
-                vec!["sleep".into(), "30".into()],
-                Duration::from_millis(300),
-            )
-            .await
-        })
+        let sleep = args(&["sleep", "30"]);
+        tokio::spawn(async move { c.exec_sync("e1", sleep, Duration::from_millis(300)).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(r.client.ping().await.unwrap(), r.pid);
-    let slow = slow.await.unwrap().unwrap();
-    assert!(slow.timed_out);
+    assert!(slow.await.unwrap().unwrap().timed_out);
     // A caller that gives up mid-exec: the monitor must not spin on the hung-up socket.
     let abandoned = r
         .client
-        .exec_sync("s1", args(&["sleep", "1"]), Duration::ZERO);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), abandoned)
-            .await
-            .is_err()
-    );
+        .exec_sync("e1", args(&["sleep", "1"]), Duration::ZERO);
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), abandoned).await;
+    assert!(gave_up.is_err());
     let before = cpu_ticks(r.pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         cpu_ticks(r.pid) - before < 10,
         "monitor busy while an exec runs"
     );
-    // A second container, killed by signal: 128 + 9.
-    r.client
-        .create(fx.bundle("s2", &["sleep", "1000"]))
-        .await
-        .unwrap();
-    r.client.start("s2").await.unwrap();
+    r.client.shutdown().await.unwrap();
+    fx.cleanup();
+}
+
+#[tokio::test]
+#[ignore = "needs root and the runtime"]
+async fn kill_delete_and_shutdown_with_running_containers() {
+    let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
+    let fx = Fixture::new(&r);
+    for id in ["s1", "s2"] {
+        r.client
+            .create(fx.bundle(id, &["sleep", "1000"]))
+            .await
+            .unwrap();
+        r.client.start(id).await.unwrap();
+    }
+    let no = r.client.delete("s1").await.unwrap_err();
+    assert_eq!(no.kind(), Kind::FailedPrecondition);
+    // Killed by signal: 128 + 9.
     r.client.kill("s2", 9).await.unwrap();
     assert_eq!(wait_exited(&r, "s2").await.exit_code, 137);
-    // Shutdown kills s1 and removes everything.
+    r.client.delete("s2").await.unwrap();
+    // Shutdown kills s1, records its exit and removes the socket.
     let s1_pid = r.client.state("s1").await.unwrap().pid;
     r.client.shutdown().await.unwrap();
     assert!(gone(s1_pid));
@@ -238,8 +237,7 @@ async fn exec_kill_and_shutdown_with_running_containers() {
 }
 
 /// The monitor blocks SIGCHLD (for its signalfd) and the Rust runtime ignores SIGPIPE;
-/// neither may leak into containers. Fails until the runtime resets signal dispositions
-/// and the mask before execve.
+/// neither may leak into containers: the runtime resets both before execve.
 #[tokio::test]
 #[ignore = "needs root and the runtime"]
 async fn container_processes_start_with_default_signals() {
