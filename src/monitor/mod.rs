@@ -1,21 +1,158 @@
-//! The per-pod monitor: a re-executed crius, single-threaded, that owns the pod's
-//! containers. (Placeholder: the monitor helper fills this module.)
+//! The per-pod monitor: a re-executed crius (`crius monitor`), single-threaded and
+//! without tokio, that owns the pod's containers. It is the child subreaper of every
+//! container process, copies their output into CRI log files, records exit statuses and
+//! answers the daemon over `<pod dir>/monitor.sock` (see `proto/monitor.proto`).
+//!
+//! Daemon side: [`spawn`] starts a detached monitor and waits until it answers;
+//! [`MonitorClient`] talks to it.
+//!
+//! ```text
+//!  daemon ──spawn──> crius monitor --detach ──Command──> crius monitor   (reparented to
+//!     │                 (exits at once, reaped by daemon)       │          init/subreaper)
+//!     └──────── MonitorClient: frames over monitor.sock ────────┘
+//! ```
+
+mod client;
+#[cfg(test)]
+mod container_tests;
+mod containers;
+mod exec;
+mod frame;
+mod log;
+mod server;
+mod spawn;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::error::{Classify, Kind};
+use crate::runtime::RuntimeError;
+
+pub use client::MonitorClient;
+pub use spawn::{SpawnOptions, spawn};
 
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/crius.monitor.v1.rs"));
 }
 
+/// File names inside the pod directory.
+pub const SOCKET_NAME: &str = "monitor.sock";
+pub const PID_NAME: &str = "monitor.pid";
+pub const LOG_NAME: &str = "monitor.log";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    #[error("placeholder")]
-    Placeholder,
+    /// The socket is missing or refuses connections, or the connection broke mid-call:
+    /// the monitor is dead (or not started yet).
+    #[error("monitor at {socket} is unavailable: {source}")]
+    Unavailable {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("monitor at {socket} did not answer within {waited:?}")]
+    Timeout { socket: PathBuf, waited: Duration },
+    #[error("monitor frame of {len} bytes exceeds the limit of {limit}")]
+    FrameTooLarge { len: usize, limit: usize },
+    #[error("decoding monitor message: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("monitor answered {got} to a {request} request")]
+    UnexpectedResponse {
+        request: &'static str,
+        got: &'static str,
+    },
+    // Errors reported by the monitor, one variant per protocol code; the string is the
+    // monitor's own message.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("monitor: {0}")]
+    Internal(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        source: nix::Error,
+    },
+    #[error("another monitor is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("monitor launcher {exe} exited with {status}")]
+    Launcher {
+        exe: PathBuf,
+        status: std::process::ExitStatus,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl MonitorError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        MonitorError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> Self {
+        move |source| MonitorError::Sys { op, source }
+    }
 }
 
 impl Classify for MonitorError {
     fn kind(&self) -> Kind {
-        Kind::Internal
+        match self {
+            MonitorError::Unavailable { .. } => Kind::Unavailable,
+            MonitorError::Timeout { .. } => Kind::DeadlineExceeded,
+            MonitorError::NotFound(_) => Kind::NotFound,
+            MonitorError::InvalidArgument(_) => Kind::InvalidArgument,
+            MonitorError::FailedPrecondition(_) => Kind::FailedPrecondition,
+            MonitorError::AlreadyExists(_) => Kind::AlreadyExists,
+            MonitorError::Runtime(RuntimeError::InvalidSpec { .. }) => Kind::InvalidArgument,
+            MonitorError::Store(e) => e.kind(),
+            MonitorError::FrameTooLarge { .. }
+            | MonitorError::Decode(_)
+            | MonitorError::UnexpectedResponse { .. }
+            | MonitorError::Internal(_)
+            | MonitorError::Io { .. }
+            | MonitorError::Sys { .. }
+            | MonitorError::AlreadyRunning(_)
+            | MonitorError::Launcher { .. }
+            | MonitorError::Runtime(_) => Kind::Internal,
+        }
+    }
+}
+
+/// What the monitor writes to a container's `exit_file` when its init exits, so the
+/// daemon can learn the exit status even after the monitor is gone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    /// Unix nanoseconds.
+    pub finished_at: i64,
+    /// "Completed", "Error" (and later "OOMKilled").
+    pub reason: String,
+    pub message: String,
+}
+
+impl ExitRecord {
+    pub fn reason_for(exit_code: i32) -> &'static str {
+        if exit_code == 0 { "Completed" } else { "Error" }
     }
 }
 
@@ -29,8 +166,31 @@ pub struct MonitorArgs {
     pub dir: std::path::PathBuf,
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: std::path::PathBuf,
+    /// Start the real monitor as a new process and exit at once, so the caller reaps
+    /// this launcher and the monitor is reparented away from it.
+    #[arg(long, hide = true)]
+    pub detach: bool,
 }
 
-pub fn run(_args: MonitorArgs) -> std::process::ExitCode {
-    todo!("monitor::run")
+pub fn run(args: MonitorArgs) -> ExitCode {
+    let result = if args.detach {
+        spawn::launch(&args)
+    } else {
+        server::serve(&args)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crius monitor {}: {e}", args.pod_id);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Current time in Unix nanoseconds (0 if the clock is before 1970).
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
