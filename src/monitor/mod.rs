@@ -109,6 +109,15 @@ impl MonitorError {
         }
     }
 
+    /// The monitor is gone (or not started): the daemon falls back to what it left on disk.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, MonitorError::Unavailable { .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, MonitorError::NotFound(_))
+    }
+
     pub(crate) fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> Self {
         move |source| MonitorError::Sys { op, source }
     }
