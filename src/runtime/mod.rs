@@ -25,7 +25,10 @@ pub enum RuntimeError {
     #[error("invalid bundle {bundle}: {message}")]
     InvalidSpec { bundle: PathBuf, message: String },
     #[error("{op}: {source}")]
-    Sys { op: &'static str, source: nix::Error },
+    Sys {
+        op: &'static str,
+        source: nix::Error,
+    },
     /// The container's init reported a failure before exec (e.g. executable not found).
     #[error("container init failed: {0}")]
     Init(String),
@@ -79,7 +82,22 @@ pub struct ExecOptions<'a> {
     pub cgroup_root: &'a Path,
 }
 
+mod bundle;
+mod capabilities;
+mod devices;
+mod executable;
+mod init;
+mod mounts;
+mod namespaces;
+mod paths;
 mod process;
+mod rlimits;
+mod rootfs;
+mod stdio;
+mod sync;
+#[cfg(test)]
+mod tests;
+mod user;
 
 /// Creates the container; see the module docs.
 pub fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
@@ -100,4 +118,16 @@ pub fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeError> {
 
 fn start_impl(fd: OwnedFd) -> Result<(), RuntimeError> {
     process::release(fd)
+}
+
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> RuntimeError {
+    RuntimeError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sys_err(op: &'static str) -> impl FnOnce(nix::Error) -> RuntimeError {
+    move |source| RuntimeError::Sys { op, source }
 }
