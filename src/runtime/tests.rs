@@ -1,1 +1,255 @@
+//! Root integration test: real containers from a busybox rootfs. One test function drives
+//! every scenario serially, since they fork and share the subreaper setting.
 
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Spec,
+};
+
+use super::*;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "sleep", "id", "hostname", "ls", "grep", "wc",
+];
+
+/// Copies /bin/busybox and the libraries `ldd` lists into `rootfs`, plus applet links.
+fn build_rootfs(rootfs: &Path) {
+    let copy = |src: &Path| {
+        let dst = rootfs.join(src.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, &dst).unwrap();
+    };
+    copy(Path::new("/bin/busybox"));
+    let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = line.split_whitespace().find(|w| w.starts_with('/'));
+        if let Some(lib) = lib {
+            copy(Path::new(lib));
+        }
+    }
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+}
+
+fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
+    let bundle = dir.join(cgroup.rsplit('/').next().unwrap());
+    std::fs::create_dir_all(&bundle).unwrap();
+    let mut spec = Spec::default();
+    let mut root = spec.root().clone().unwrap();
+    root.set_path(dir.join("rootfs"));
+    root.set_readonly(Some(true));
+    spec.set_root(Some(root));
+    spec.set_hostname(Some("crius-test".into()));
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    process.set_env(Some(vec!["PATH=/bin".into()]));
+    let mut user = process.user().clone();
+    user.set_uid(1000);
+    user.set_gid(1000);
+    user.set_additional_gids(Some(vec![2000]));
+    process.set_user(user);
+    process.set_oom_score_adj(Some(-500));
+    spec.set_process(Some(process));
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_cgroups_path(Some(PathBuf::from(format!("/{cgroup}"))));
+    let namespaces = linux.namespaces().clone().unwrap();
+    // Without a cgroup namespace /proc/self/cgroup shows the full path we check for.
+    let namespaces = namespaces
+        .into_iter()
+        .filter(|n| n.typ() != LinuxNamespaceType::Cgroup);
+    linux.set_namespaces(Some(namespaces.collect()));
+    let resources = LinuxResourcesBuilder::default()
+        .cpu(LinuxCpuBuilder::default().shares(512u64).build().unwrap())
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(100i64).build().unwrap())
+        .build()
+        .unwrap();
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    spec.save(bundle.join("config.json")).unwrap();
+    bundle
+}
+
+/// A pipe whose write end becomes the process's stdout and stderr.
+fn piped_stdio() -> (std::io::PipeReader, Stdio) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let stdout: OwnedFd = writer.into();
+    let stderr = stdout.try_clone().unwrap();
+    (
+        reader,
+        Stdio {
+            stdin: None,
+            stdout,
+            stderr,
+        },
+    )
+}
+
+fn read_all(mut reader: std::io::PipeReader) -> String {
+    let mut out = String::new();
+    reader.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn wait_exit(pid: Pid) -> i32 {
+    match waitpid(pid, None).unwrap() {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        other => panic!("unexpected wait status {other:?}"),
+    }
+}
+
+fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    ["cpu", "memory", "pids", "cpuset", "systemd"]
+        .iter()
+        .map(|c| Path::new(CGROUP_ROOT).join(c).join(parent))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn containers_run_exec_and_clean_up() {
+    if !nix::unistd::Uid::effective().is_root() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: needs root and /bin/busybox");
+        return;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    build_rootfs(&dir.path().join("rootfs"));
+    let parent = format!("crius-test-{}", std::process::id());
+    let root = Path::new(CGROUP_ROOT);
+
+    run_to_completion(dir.path(), &parent);
+    missing_executable_fails(dir.path(), &parent);
+    exec_in_running_container(dir.path(), &parent);
+
+    cgroups::manager(root, &parent).unwrap().destroy().unwrap();
+    assert!(cgroup_dirs(&parent).is_empty(), "cgroup dirs left");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let rootfs = dir.path().to_string_lossy().into_owned();
+    assert!(!mountinfo.contains(&rootfs), "mounts left: {mountinfo}");
+}
+
+fn run_to_completion(dir: &Path, parent: &str) {
+    let cg = format!("{parent}/a");
+    let script = "echo hi; id -u; id -G; hostname; cat /proc/self/cgroup; ls /dev; \
+        grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; \
+        echo x > /probe && echo writable || echo read-only; \
+        echo kcore=$(cat /proc/kcore | wc -c);";
+    let bundle = write_bundle(dir, &["sh", "-c", script], &cg);
+    let (reader, stdio) = piped_stdio();
+    let root = Path::new(CGROUP_ROOT);
+    let created = create(CreateOptions {
+        id: "a",
+        bundle: &bundle,
+        stdio,
+        cgroup_root: root,
+    })
+    .unwrap_or_else(|e| panic!("create: {e}"));
+    let pids_max = root.join("pids").join(&cg).join("pids.max");
+    assert_eq!(std::fs::read_to_string(pids_max).unwrap().trim(), "100");
+    let pid = created.pid;
+    created.start().unwrap();
+    let out = read_all(reader);
+    assert_eq!(wait_exit(pid), 0, "output: {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        ["hi", "1000", "1000 2000", "crius-test"],
+        "output: {out}"
+    );
+    assert!(out.contains(&format!("pids:/{cg}")), "output: {out}");
+    assert!(
+        out.contains("null") && out.contains("ptmx"),
+        "output: {out}"
+    );
+    destroy(&bundle, root).unwrap();
+    destroy(&bundle, root).unwrap();
+    assert!(cgroup_dirs(&cg).is_empty());
+}
+
+fn missing_executable_fails(dir: &Path, parent: &str) {
+    let cg = format!("{parent}/b");
+    let bundle = write_bundle(dir, &["foo"], &cg);
+    let (_reader, stdio) = piped_stdio();
+    let root = Path::new(CGROUP_ROOT);
+    match create(CreateOptions {
+        id: "b",
+        bundle: &bundle,
+        stdio,
+        cgroup_root: root,
+    }) {
+        Err(RuntimeError::Init(msg)) => {
+            assert!(
+                msg.contains("executable file `foo` not found in $PATH"),
+                "{msg}"
+            )
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(c) => panic!("create succeeded with pid {}", c.pid),
+    }
+    assert!(cgroup_dirs(&cg).is_empty(), "rollback left the cgroup");
+}
+
+fn exec_in_running_container(dir: &Path, parent: &str) {
+    let cg = format!("{parent}/c");
+    let bundle = write_bundle(dir, &["sleep", "30"], &cg);
+    let (_reader, stdio) = piped_stdio();
+    let root = Path::new(CGROUP_ROOT);
+    let created = create(CreateOptions {
+        id: "c",
+        bundle: &bundle,
+        stdio,
+        cgroup_root: root,
+    })
+    .unwrap_or_else(|e| panic!("create: {e}"));
+    let init = created.pid;
+    created.start().unwrap();
+
+    let run = |args: &[&str]| {
+        let (reader, stdio) = piped_stdio();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let opts = ExecOptions {
+            bundle: &bundle,
+            container_pid: init,
+            args: &args,
+            stdio,
+            cgroup_root: root,
+        };
+        let pid = exec(opts).unwrap_or_else(|e| panic!("exec: {e}"));
+        let out = read_all(reader);
+        (wait_exit(pid), out)
+    };
+    let (code, out) = run(&[
+        "sh",
+        "-c",
+        "echo exec-ok; hostname; cat /proc/self/cgroup; exit 3",
+    ]);
+    assert_eq!(code, 3, "output: {out}");
+    assert!(out.starts_with("exec-ok\ncrius-test\n"), "output: {out}");
+    assert!(out.contains(&format!("pids:/{cg}")), "output: {out}");
+    let (code, out) = run(&["nonexistent-tool"]);
+    assert_eq!(code, 127, "output: {out}");
+    assert!(out.contains("not found in $PATH"), "output: {out}");
+
+    kill(init, Signal::SIGKILL).unwrap();
+    assert_eq!(wait_exit(init), 128 + Signal::SIGKILL as i32);
+    destroy(&bundle, root).unwrap();
+    assert!(cgroup_dirs(&cg).is_empty());
+}
