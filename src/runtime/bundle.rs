@@ -47,18 +47,19 @@ impl Bundle {
             .expect("process checked at load")
     }
 
-    /// The container's cgroup (`linux.cgroupsPath`), if the spec names one.
+    /// `linux.cgroupsPath` without its leading '/', if the spec names one.
+    pub(super) fn cgroup_path(&self) -> Option<String> {
+        let path = self.spec.linux().as_ref()?.cgroups_path().as_ref()?;
+        Some(path.to_string_lossy().trim_start_matches('/').to_string())
+    }
+
+    /// The container's cgroup, if the spec names one.
     pub(super) fn cgroup(
         &self,
         root: &Path,
     ) -> Result<Option<Box<dyn CgroupManager>>, RuntimeError> {
-        let path = self
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_ref());
-        match path {
-            Some(p) => Ok(Some(cgroups::manager(root, &p.to_string_lossy())?)),
+        match self.cgroup_path() {
+            Some(p) => Ok(Some(cgroups::manager(root, &p)?)),
             None => Ok(None),
         }
     }

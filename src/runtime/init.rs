@@ -6,6 +6,7 @@ use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
+use super::cgroupfs::CgroupView;
 use super::executable::Program;
 use super::namespaces::{self, NamespacePlan};
 use super::sync::{Channel, Message};
@@ -16,6 +17,7 @@ use super::{
 pub(super) struct InitArgs<'a> {
     pub spec: &'a Spec,
     pub rootfs: &'a Path,
+    pub cgroup: Option<CgroupView<'a>>,
     pub namespaces: &'a NamespacePlan,
     pub sync: Channel,
     pub start: OwnedFd,
@@ -28,6 +30,7 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
     let InitArgs {
         spec,
         rootfs,
+        cgroup,
         namespaces,
         mut sync,
         start,
@@ -36,6 +39,7 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
     let program = match prepare(PrepareArgs {
         spec,
         rootfs,
+        cgroup,
         namespaces,
         sync: &mut sync,
         stdio,
@@ -62,6 +66,7 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
 struct PrepareArgs<'a, 'b> {
     spec: &'a Spec,
     rootfs: &'a Path,
+    cgroup: Option<CgroupView<'a>>,
     namespaces: &'a NamespacePlan,
     sync: &'b mut Channel,
     stdio: Stdio,
@@ -74,11 +79,14 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<Program, RuntimeError> {
     if a.namespaces.new_cgroup() {
         namespaces::enter_cgroup_ns()?;
     }
-    rootfs::setup(a.spec, a.rootfs)?;
-    if a.namespaces.new_uts() {
-        if let Some(name) = a.spec.hostname() {
-            nix::unistd::sethostname(name).map_err(sys_err("sethostname"))?;
-        }
+    rootfs::setup(a.spec, a.rootfs, a.cgroup.as_ref())?;
+    if let Some(name) = a
+        .spec
+        .hostname()
+        .as_ref()
+        .filter(|_| a.namespaces.new_uts())
+    {
+        nix::unistd::sethostname(name).map_err(sys_err("sethostname"))?;
     }
     if let Some(sysctl) = a.spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         for (key, value) in sysctl {

@@ -84,6 +84,7 @@ pub struct ExecOptions<'a> {
 
 mod bundle;
 mod capabilities;
+mod cgroupfs;
 mod devices;
 mod executable;
 mod init;

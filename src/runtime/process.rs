@@ -15,6 +15,7 @@ use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use oci_spec::runtime::Process;
 
 use super::bundle::Bundle;
+use super::cgroupfs::CgroupView;
 use super::cgroups::CgroupManager;
 use super::executable::Program;
 use super::init::{self, InitArgs};
@@ -47,6 +48,7 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
         .and_then(|l| l.namespaces().as_deref());
     let ns = namespaces::plan(spec_ns.unwrap_or_default(), &bundle.dir)?;
     let cgroup = bundle.cgroup(opts.cgroup_root)?;
+    let cgroup_path = bundle.cgroup_path();
     let (mut sync, child_sync) = sync::channel()?;
     let (start_rx, start_tx) = pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let start_rx = above_stdio(start_rx)?;
@@ -57,6 +59,10 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
             let args = InitArgs {
                 spec: &bundle.spec,
                 rootfs: &bundle.rootfs,
+                cgroup: cgroup_path.as_deref().map(|path| CgroupView {
+                    root: opts.cgroup_root,
+                    path,
+                }),
                 namespaces: &ns,
                 sync: child_sync,
                 start: start_rx,
@@ -135,10 +141,8 @@ fn configure_init(
 fn rollback(init_pid: Pid, cgroup: Option<&dyn CgroupManager>) {
     let _ = kill(init_pid, Signal::SIGKILL);
     reap(init_pid);
-    if let Some(cg) = cgroup {
-        if let Err(e) = cg.destroy() {
-            tracing::warn!(error = %e, "rollback: removing the container cgroup failed");
-        }
+    if let Some(Err(e)) = cgroup.map(|cg| cg.destroy()) {
+        tracing::warn!(error = %e, "rollback: removing the container cgroup failed");
     }
 }
 

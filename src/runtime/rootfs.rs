@@ -8,11 +8,16 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{fchdir, pivot_root};
 use oci_spec::runtime::Spec;
 
+use super::cgroupfs::CgroupView;
 use super::mounts::{mount_entry, parse_options};
 use super::{RuntimeError, devices, io_err, sys_err};
 
 /// Runs every filesystem step of the container's init, ending inside the new root.
-pub(super) fn setup(spec: &Spec, rootfs: &Path) -> Result<(), RuntimeError> {
+pub(super) fn setup(
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup: Option<&CgroupView<'_>>,
+) -> Result<(), RuntimeError> {
     let linux = spec.linux().as_ref();
     let propagation = linux
         .and_then(|l| l.rootfs_propagation().as_ref())
@@ -27,7 +32,7 @@ pub(super) fn setup(spec: &Spec, rootfs: &Path) -> Result<(), RuntimeError> {
     mount(Some(rootfs), rootfs, None::<&str>, rec_bind, None::<&str>)
         .map_err(sys_err("bind rootfs"))?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        mount_entry(rootfs, m)?;
+        mount_entry(rootfs, m, cgroup)?;
     }
     let extra = linux
         .and_then(|l| l.devices().as_deref())

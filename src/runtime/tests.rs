@@ -11,7 +11,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Spec,
+    LinuxResourcesBuilder, MountBuilder, Spec,
 };
 
 use super::*;
@@ -51,6 +51,21 @@ fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
     root.set_readonly(Some(true));
     spec.set_root(Some(root));
     spec.set_hostname(Some("crius-test".into()));
+    let mut mounts = spec.mounts().clone().unwrap();
+    let cgroupfs = MountBuilder::default()
+        .destination("/sys/fs/cgroup")
+        .typ("cgroup")
+        .source("cgroup")
+        .options(vec![
+            "nosuid".into(),
+            "noexec".into(),
+            "nodev".into(),
+            "ro".into(),
+        ])
+        .build()
+        .unwrap();
+    mounts.push(cgroupfs);
+    spec.set_mounts(Some(mounts));
     let mut process = spec.process().clone().unwrap();
     process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
     process.set_env(Some(vec!["PATH=/bin".into()]));
@@ -151,7 +166,8 @@ fn run_to_completion(dir: &Path, parent: &str) {
     let script = "echo hi; id -u; id -G; hostname; cat /proc/self/cgroup; ls /dev; \
         grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; \
         echo x > /probe && echo writable || echo read-only; \
-        echo kcore=$(cat /proc/kcore | wc -c);";
+        echo kcore=$(cat /proc/kcore | wc -c); \
+        echo pids.max=$(cat /sys/fs/cgroup/pids/pids.max); ls /sys/fs/cgroup/cpuacct/";
     let bundle = write_bundle(dir, &["sh", "-c", script], &cg);
     let (reader, stdio) = piped_stdio();
     let root = Path::new(CGROUP_ROOT);
