@@ -10,8 +10,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, MountBuilder, Spec,
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder,
+    Spec,
 };
 
 use super::*;
@@ -85,6 +86,7 @@ fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
         .filter(|n| n.typ() != LinuxNamespaceType::Cgroup);
     linux.set_namespaces(Some(namespaces.collect()));
     let resources = LinuxResourcesBuilder::default()
+        .devices(device_rules())
         .cpu(LinuxCpuBuilder::default().shares(512u64).build().unwrap())
         .memory(
             LinuxMemoryBuilder::default()
@@ -99,6 +101,37 @@ fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
     spec.set_linux(Some(linux));
     spec.save(bundle.join("config.json")).unwrap();
     bundle
+}
+
+/// Deny everything but the default devices and ptys, as containerd's specs do.
+fn device_rules() -> Vec<LinuxDeviceCgroup> {
+    let rule =
+        |allow: bool, typ: Option<LinuxDeviceType>, major: Option<i64>, minor: Option<i64>| {
+            let mut r = LinuxDeviceCgroupBuilder::default()
+                .allow(allow)
+                .access("rwm");
+            if let Some(t) = typ {
+                r = r.typ(t);
+            }
+            if let Some(m) = major {
+                r = r.major(m);
+            }
+            if let Some(m) = minor {
+                r = r.minor(m);
+            }
+            r.build().unwrap()
+        };
+    let mut rules = vec![rule(false, None, None, None)];
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)] {
+        rules.push(rule(
+            true,
+            Some(LinuxDeviceType::C),
+            Some(major),
+            Some(minor),
+        ));
+    }
+    rules.push(rule(true, Some(LinuxDeviceType::C), Some(136), None));
+    rules
 }
 
 /// A pipe whose write end becomes the process's stdout and stderr.
@@ -166,7 +199,7 @@ fn run_to_completion(dir: &Path, parent: &str) {
     let script = "echo hi; id -u; id -G; hostname; cat /proc/self/cgroup; ls /dev; \
         grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; \
         echo x > /probe && echo writable || echo read-only; \
-        echo kcore=$(cat /proc/kcore | wc -c); \
+        echo kcore=$(cat /proc/kcore | wc -c); echo > /dev/null && echo devnull-ok; \
         echo pids.max=$(cat /sys/fs/cgroup/pids/pids.max); ls /sys/fs/cgroup/cpuacct/";
     let bundle = write_bundle(dir, &["sh", "-c", script], &cg);
     let (reader, stdio) = piped_stdio();
@@ -180,6 +213,12 @@ fn run_to_completion(dir: &Path, parent: &str) {
     .unwrap_or_else(|e| panic!("create: {e}"));
     let pids_max = root.join("pids").join(&cg).join("pids.max");
     assert_eq!(std::fs::read_to_string(pids_max).unwrap().trim(), "100");
+    let devices = root.join("devices").join(&cg).join("devices.list");
+    let devices = std::fs::read_to_string(devices).unwrap();
+    assert!(
+        devices.contains("c 1:3 rwm") && !devices.contains("a *:*"),
+        "{devices}"
+    );
     let pid = created.pid;
     created.start().unwrap();
     let out = read_all(reader);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
+use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
 use super::fs;
 use super::{CgroupError, CgroupManager};
@@ -88,13 +88,15 @@ impl V1Manager {
 
     fn apply_cpu(&self, cpu: &LinuxCpu) -> Result<(), CgroupError> {
         if let Some(dir) = self.dir("cpu") {
-            if let Some(shares) = cpu.shares() {
+            if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
                 fs::write(&dir.join("cpu.shares"), &shares.to_string())?;
             }
             if let Some(period) = cpu.period() {
                 fs::write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
             }
             if let Some(quota) = cpu.quota() {
+                // The kernel spells "no quota" -1 and rejects 0.
+                let quota = if quota > 0 { quota } else { -1 };
                 fs::write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
             }
         }
@@ -115,8 +117,9 @@ impl V1Manager {
         };
         let limit_file = dir.join("memory.limit_in_bytes");
         let memsw_file = dir.join("memory.memsw.limit_in_bytes");
-        let swap = memory.swap().filter(|_| memsw_file.exists());
-        let limit = memory.limit();
+        let swap = memory.swap().filter(|s| *s != 0 && memsw_file.exists());
+        // Zero is how an unset limit arrives from the CRI: leave the kernel's default.
+        let limit = memory.limit().filter(|l| *l != 0);
         let write_limit = || match limit {
             Some(l) => fs::write(&limit_file, &l.to_string()),
             None => Ok(()),
@@ -130,6 +133,37 @@ impl V1Manager {
         if write_limit().and_then(|()| write_swap()).is_err() {
             write_swap()?;
             write_limit()?;
+        }
+        Ok(())
+    }
+}
+
+/// A devices cgroup rule line: "c 1:3 rwm", with '*' for a missing number.
+fn device_rule(rule: &LinuxDeviceCgroup) -> String {
+    let typ = rule
+        .typ()
+        .map_or_else(|| "a".to_string(), |t| t.as_str().to_string());
+    let num = |n: Option<i64>| {
+        n.filter(|n| *n >= 0)
+            .map_or("*".to_string(), |n| n.to_string())
+    };
+    let access = rule.access().as_deref().unwrap_or("rwm");
+    format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor()))
+}
+
+impl V1Manager {
+    /// Writes the spec's device rules in order (typically "deny all" then allows).
+    fn apply_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+        let Some(dir) = self.dir("devices") else {
+            return Ok(());
+        };
+        for rule in rules {
+            let file = if rule.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            fs::write(&dir.join(file), &device_rule(rule))?;
         }
         Ok(())
     }
@@ -149,6 +183,9 @@ impl CgroupManager for V1Manager {
         }
         if let Some(memory) = resources.memory() {
             self.apply_memory(memory)?;
+        }
+        if let Some(rules) = resources.devices() {
+            self.apply_devices(rules)?;
         }
         if let (Some(pids), Some(dir)) = (resources.pids(), self.dir("pids")) {
             fs::write(&dir.join("pids.max"), &super::v2::pids_max(pids.limit()))?;
@@ -186,8 +223,8 @@ impl CgroupManager for V1Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::LinuxResourcesBuilder;
     use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder};
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder};
 
     /// A v1 root with `cpu` and `cpuacct` linking to one co-mounted hierarchy, plus
     /// cpuset, memory (with memsw) and pids.
@@ -265,6 +302,23 @@ mod tests {
             "2097152"
         );
         assert_eq!(read("pids/crius/pod-1/pids.max"), "max");
+
+        let rules = vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()
+                .unwrap(),
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::C)
+                .major(136i64)
+                .access("rw")
+                .build()
+                .unwrap(),
+        ];
+        assert_eq!(device_rule(&rules[0]), "a *:* rwm");
+        assert_eq!(device_rule(&rules[1]), "c 136:* rw");
 
         m.add_process(Pid::from_raw(42)).unwrap();
         assert_eq!(read("pids/crius/pod-1/cgroup.procs"), "42");
