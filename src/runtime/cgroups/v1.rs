@@ -303,7 +303,7 @@ mod tests {
         );
         assert_eq!(read("pids/crius/pod-1/pids.max"), "max");
 
-        let rules = vec![
+        let rules = [
             LinuxDeviceCgroupBuilder::default()
                 .allow(false)
                 .access("rwm")
