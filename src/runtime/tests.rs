@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
@@ -303,8 +303,8 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
     assert_eq!(code, 127, "output: {out}");
     assert!(out.contains("not found in $PATH"), "output: {out}");
 
-    kill(init, Signal::SIGKILL).unwrap();
-    assert_eq!(wait_exit(init), 128 + Signal::SIGKILL as i32);
+    // destroy kills what is still running in the cgroup.
     destroy(&bundle, root).unwrap();
+    assert_eq!(wait_exit(init), 128 + Signal::SIGKILL as i32);
     assert!(cgroup_dirs(&cg).is_empty());
 }

@@ -7,6 +7,8 @@ use oci_spec::runtime::Process;
 use super::capabilities::{self, CapSets};
 use super::{RuntimeError, sys_err};
 
+const DEFAULT_UMASK: u32 = 0o022;
+
 /// Drops to the spec's user and capabilities. Bounding-set drops need CAP_SETPCAP, so
 /// they come first; KEEPCAPS keeps the permitted set across setuid; the final sets are
 /// installed last.
@@ -32,8 +34,8 @@ pub(super) fn apply_identity(process: &Process) -> Result<(), RuntimeError> {
     setresuid(uid, uid, uid).map_err(sys_err("setuid"))?;
     capabilities::keep_caps(false)?;
     capabilities::apply(&caps)?;
-    if let Some(umask) = user.umask() {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
-    }
+    // Not inherited from the monitor: 0022 unless the spec says otherwise, as runc does.
+    let umask = user.umask().unwrap_or(DEFAULT_UMASK);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     Ok(())
 }
