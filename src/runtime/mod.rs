@@ -6,6 +6,20 @@
 //! cgroup, mounts, pivot_root, user, rlimits) with its init process blocked before
 //! `execve`; [`Created::start`] releases it; the caller (the monitor) reaps it, sends
 //! signals and finally calls [`destroy`].
+//!
+//! The caller must be a child subreaper (`PR_SET_CHILD_SUBREAPER`): container inits and
+//! exec'd processes are grandchildren whose parent exits, so they are reparented to it
+//! and it reaps them.
+//!
+//! Modules: `process` (the fork stages of create/exec), `sync` (the caller<->child
+//! protocol), `init` (the container init's steps), `namespaces`, `rootfs` + `mounts` +
+//! `paths` + `devices` + `cgroupfs` (the filesystem view), `user` + `capabilities` +
+//! `rlimits` (identity and limits), `executable` (argv/env/$PATH), `stdio` (fds),
+//! `bundle` (config.json), `cgroups` (v1/v2 managers, shared with the daemon).
+//!
+//! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp,
+//! AppArmor/SELinux labels, terminals (`process.terminal`), hooks, cgroup v2 device
+//! rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
 
 pub mod cgroups;
 

@@ -98,6 +98,26 @@ mod tests {
     }
 
     #[test]
+    fn destroy_removes_nested_dirs_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("pids")).unwrap();
+        std::fs::create_dir_all(r.join("memory")).unwrap();
+        let pod = manager(r, "/crius/pod-1").unwrap();
+        pod.create().unwrap();
+        manager(r, "crius/pod-1/ctr").unwrap().create().unwrap();
+        assert!(r.join("memory/crius/pod-1/ctr").is_dir());
+        pod.destroy().unwrap();
+        assert!(!r.join("pids/crius/pod-1").exists());
+        assert!(!r.join("memory/crius/pod-1").exists());
+        assert!(
+            r.join("memory/crius").is_dir(),
+            "only the cgroup itself goes"
+        );
+        pod.destroy().unwrap();
+    }
+
+    #[test]
     fn detect_by_controllers_file() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(detect(dir.path()), Version::V1);
