@@ -108,6 +108,7 @@ mod paths;
 mod process;
 mod rlimits;
 mod rootfs;
+mod signals;
 mod stdio;
 mod sync;
 #[cfg(test)]

@@ -20,6 +20,7 @@ use super::cgroups::CgroupManager;
 use super::executable::Program;
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
+use super::signals;
 use super::stdio::{self, above_stdio};
 use super::sync::{self, Channel, Message};
 use super::{
@@ -93,6 +94,10 @@ fn create_intermediate(joins: &[Join], new: CloneFlags, args: InitArgs<'_>) -> !
         Ok(c) => c,
         Err(_) => exit_now(1),
     };
+    if let Err(e) = signals::reset() {
+        let _ = report.send(&Message::Error(e.to_string()));
+        exit_now(1);
+    }
     if let Err(e) = namespaces::enter(joins, new) {
         let _ = report.send(&Message::Error(e.to_string()));
         exit_now(1);
@@ -204,6 +209,10 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
 }
 
 fn exec_intermediate(joins: &[Join], process: &Process, mut sync: Channel, stdio: Stdio) -> ! {
+    if let Err(e) = signals::reset() {
+        let _ = sync.send(&Message::Error(e.to_string()));
+        exit_now(1);
+    }
     if let Err(e) = sync.expect(Message::Continue, "exec") {
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);

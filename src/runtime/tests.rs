@@ -299,6 +299,14 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
     assert_eq!(code, 3, "output: {out}");
     assert!(out.starts_with("exec-ok\ncrius-test\n"), "output: {out}");
     assert!(out.contains(&format!("pids:/{cg}")), "output: {out}");
+    // The test process ignores SIGPIPE (Rust does); that must not leak in. Run grep
+    // directly: busybox sh would reset it and hide a leak.
+    let (code, out) = run(&["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+    assert_eq!(code, 0, "output: {out}");
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
     let (code, out) = run(&["nonexistent-tool"]);
     assert_eq!(code, 127, "output: {out}");
     assert!(out.contains("not found in $PATH"), "output: {out}");
