@@ -50,6 +50,21 @@ pub enum RuntimeError {
     Cgroup(#[from] cgroups::CgroupError),
 }
 
+impl crate::error::Classify for RuntimeError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            RuntimeError::InvalidSpec { .. } => Kind::InvalidArgument,
+            // A failed init (e.g. executable not found) fails the call, as in other CRI
+            // runtimes.
+            RuntimeError::Init(_)
+            | RuntimeError::Io { .. }
+            | RuntimeError::Sys { .. }
+            | RuntimeError::Cgroup(_) => Kind::Internal,
+        }
+    }
+}
+
 /// File descriptors that become the container process's fd 0, 1, 2.
 /// `None` for stdin means /dev/null.
 pub struct Stdio {

@@ -80,7 +80,10 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
     reap(intermediate);
     let init_pid = Pid::from_raw(init_pid?);
     match configure_init(init_pid, cgroup.as_deref(), &bundle, &mut sync) {
-        Ok(()) => Ok(Created::new(init_pid, start_tx)),
+        Ok(()) => {
+            tracing::debug!(id = opts.id, pid = %init_pid, "container created");
+            Ok(Created::new(init_pid, start_tx))
+        }
         Err(e) => {
             rollback(init_pid, cgroup.as_deref());
             Err(e)
