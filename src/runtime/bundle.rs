@@ -47,6 +47,28 @@ impl Bundle {
             .expect("process checked at load")
     }
 
+    /// Logs the spec features this runtime does not enforce yet, so that their absence is
+    /// visible rather than silent.
+    pub(super) fn warn_unsupported(&self, id: &str) {
+        let linux = self.spec.linux().as_ref();
+        let mut missing = Vec::new();
+        if linux.is_some_and(|l| l.seccomp().is_some()) {
+            missing.push("seccomp");
+        }
+        if self.process().apparmor_profile().is_some() {
+            missing.push("apparmor");
+        }
+        if self.process().terminal() == Some(true) {
+            missing.push("terminal");
+        }
+        if self.spec.hooks().is_some() {
+            missing.push("hooks");
+        }
+        if !missing.is_empty() {
+            tracing::warn!(id, features = ?missing, "spec features ignored by this runtime");
+        }
+    }
+
     /// `linux.cgroupsPath` without its leading '/', if the spec names one.
     pub(super) fn cgroup_path(&self) -> Option<String> {
         let path = self.spec.linux().as_ref()?.cgroups_path().as_ref()?;

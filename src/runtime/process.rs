@@ -48,6 +48,7 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
         .as_ref()
         .and_then(|l| l.namespaces().as_deref());
     let ns = namespaces::plan(spec_ns.unwrap_or_default(), &bundle.dir)?;
+    bundle.warn_unsupported(opts.id);
     let cgroup = bundle.cgroup(opts.cgroup_root)?;
     let cgroup_path = bundle.cgroup_path();
     let (mut sync, child_sync) = sync::channel()?;
