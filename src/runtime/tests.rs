@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -187,6 +188,7 @@ fn containers_run_exec_and_clean_up() {
     missing_executable_fails(dir.path(), &parent);
     exec_in_running_container(dir.path(), &parent);
 
+    v2_kills_and_removes(&parent);
     cgroups::manager(root, &parent).unwrap().destroy().unwrap();
     assert!(cgroup_dirs(&parent).is_empty(), "cgroup dirs left");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -315,4 +317,29 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
     destroy(&bundle, root).unwrap();
     assert_eq!(wait_exit(init), 128 + Signal::SIGKILL as i32);
     assert!(cgroup_dirs(&cg).is_empty());
+}
+
+/// The hybrid host's v2 hierarchy has no controllers, but it still exercises creating,
+/// joining and destroying (with cgroup.kill) a real cgroup2 directory.
+fn v2_kills_and_removes(parent: &str) {
+    let unified = Path::new(CGROUP_ROOT).join("unified");
+    if cgroups::detect(&unified) != cgroups::Version::V2 {
+        return;
+    }
+    let path = format!("{parent}/v2");
+    let cg = cgroups::manager(&unified, &path).unwrap();
+    cg.create().unwrap();
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    cg.add_process(pid).unwrap();
+    assert_eq!(cg.processes().unwrap(), vec![pid]);
+    cg.destroy().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    assert!(!unified.join(&path).exists());
+    cgroups::manager(&unified, parent)
+        .unwrap()
+        .destroy()
+        .unwrap();
+    assert!(!unified.join(parent).exists());
 }
