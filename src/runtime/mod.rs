@@ -81,7 +81,8 @@ pub struct CreateOptions<'a> {
     pub cgroup_root: &'a Path,
 }
 
-/// A container whose init is blocked before exec.
+/// A container whose init is blocked before exec. Dropping it without [`Created::start`]
+/// makes init exit with status 1 without running the program.
 pub struct Created {
     pub pid: Pid,
     /// Closing or writing to this releases the init process to exec the user program.
