@@ -187,6 +187,7 @@ fn containers_run_exec_and_clean_up() {
     run_to_completion(dir.path(), &parent);
     missing_executable_fails(dir.path(), &parent);
     exec_in_running_container(dir.path(), &parent);
+    dropped_container_never_runs(dir.path(), &parent);
 
     v2_kills_and_removes(&parent);
     cgroups::manager(root, &parent).unwrap().destroy().unwrap();
@@ -342,4 +343,23 @@ fn v2_kills_and_removes(parent: &str) {
         .destroy()
         .unwrap();
     assert!(!unified.join(parent).exists());
+}
+
+fn dropped_container_never_runs(dir: &Path, parent: &str) {
+    let cg = format!("{parent}/d");
+    let bundle = write_bundle(dir, &["sh", "-c", "echo ran"], &cg);
+    let (reader, stdio) = piped_stdio();
+    let root = Path::new(CGROUP_ROOT);
+    let created = create(CreateOptions {
+        id: "d",
+        bundle: &bundle,
+        stdio,
+        cgroup_root: root,
+    })
+    .unwrap_or_else(|e| panic!("create: {e}"));
+    let pid = created.pid;
+    drop(created);
+    assert_eq!(wait_exit(pid), 1);
+    assert_eq!(read_all(reader), "");
+    destroy(&bundle, root).unwrap();
 }
