@@ -1,7 +1,7 @@
 //! The container's init process (pid 1 of its pid namespace) from the moment it is
 //! forked to its execve: every setup step in the order the OCI runtime spec implies.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
@@ -36,12 +36,14 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
         start,
         stdio,
     } = args;
+    let start_fd = start.as_raw_fd();
     let program = match prepare(PrepareArgs {
         spec,
         rootfs,
         cgroup,
         namespaces,
         sync: &mut sync,
+        start_fd,
         stdio,
     }) {
         Ok(p) => p,
@@ -69,11 +71,16 @@ struct PrepareArgs<'a, 'b> {
     cgroup: Option<CgroupView<'a>>,
     namespaces: &'a NamespacePlan,
     sync: &'b mut Channel,
+    start_fd: RawFd,
     stdio: Stdio,
 }
 
 fn prepare(a: PrepareArgs<'_, '_>) -> Result<Program, RuntimeError> {
     stdio::install(a.stdio)?;
+    // Nothing of the caller's (other containers' pipes, the monitor's sockets) stays
+    // open while init waits to be started; this process never returns, so no owner of
+    // those fds will close them again.
+    stdio::close_all_except(&[a.sync.as_raw_fd(), a.start_fd])?;
     // The caller puts us in the cgroup first: everything below is accounted to it.
     a.sync.expect(Message::Continue, "init")?;
     if a.namespaces.new_cgroup() {

@@ -244,7 +244,7 @@ fn exec_intermediate(joins: &[Join], process: &Process, mut sync: Channel, stdio
 /// The exec'd process inside the container. Its failures go to its own stderr with exit
 /// code 127, as a shell reports a command it cannot run.
 fn exec_process(process: &Process, stdio: Stdio) -> ! {
-    if stdio::install(stdio).is_err() {
+    if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
         exit_now(127);
     }
     let prepared = (|| {

@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
@@ -57,6 +57,36 @@ pub(super) fn close_on_exec_above_stdio() -> Result<(), RuntimeError> {
     for fd in fds {
         // SAFETY: F_SETFD on a number that may already be closed fails harmlessly (EBADF).
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Closes every fd above 2 except `keep`. Only for a forked child that never returns
+/// (it execs or `_exit`s), so no Rust owner of a closed fd runs its destructor later.
+pub(super) fn close_all_except(keep: &[RawFd]) -> Result<(), RuntimeError> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut low = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > low {
+            close_range(low, fd - 1)?;
+        }
+        low = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+fn close_range(first: u32, last: u32) -> Result<(), RuntimeError> {
+    // SAFETY: see close_all_except: the caller guarantees nothing uses these fds again.
+    let rc = unsafe { libc::close_range(first, last, 0) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(io_err("close_range", Path::new("/proc/self/fd"), e));
     }
     Ok(())
 }

@@ -66,6 +66,12 @@ fn io_err(op: &'static str, source: std::io::Error) -> RuntimeError {
     }
 }
 
+impl std::os::fd::AsRawFd for Channel {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl Channel {
     /// A second handle on the same channel (for a process that forks and lets both
     /// sides talk), also above fd 2.

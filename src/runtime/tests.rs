@@ -310,6 +310,9 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
         out,
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
+    // Only stdio crosses into the container (3 is ls's own directory fd).
+    let (code, out) = run(&["ls", "/proc/self/fd"]);
+    assert_eq!((code, out.as_str()), (0, "0\n1\n2\n3\n"));
     let (code, out) = run(&["nonexistent-tool"]);
     assert_eq!(code, 127, "output: {out}");
     assert!(out.contains("not found in $PATH"), "output: {out}");
