@@ -100,6 +100,7 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<Program, RuntimeError> {
             write_sysctl(key, value)?;
         }
     }
+    rootfs::finalize(a.spec)?;
     let Some(process) = a.spec.process() else {
         return Err(RuntimeError::Init("spec has no process".into()));
     };

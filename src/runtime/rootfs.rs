@@ -12,7 +12,7 @@ use super::cgroupfs::CgroupView;
 use super::mounts::{mount_entry, parse_options};
 use super::{RuntimeError, devices, io_err, sys_err};
 
-/// Runs every filesystem step of the container's init, ending inside the new root.
+/// Builds the container's filesystem and pivots into it.
 pub(super) fn setup(
     spec: &Spec,
     rootfs: &Path,
@@ -38,8 +38,13 @@ pub(super) fn setup(
         .and_then(|l| l.devices().as_deref())
         .unwrap_or_default();
     devices::create_all(rootfs, extra)?;
-    enter_root(rootfs)?;
-    if let Some(linux) = linux {
+    enter_root(rootfs)
+}
+
+/// The read-only and hiding steps, run inside the new root after the steps that still
+/// write to /proc/sys (sysctl), as runc orders them.
+pub(super) fn finalize(spec: &Spec) -> Result<(), RuntimeError> {
+    if let Some(linux) = spec.linux().as_ref() {
         for path in linux.masked_paths().as_deref().unwrap_or_default() {
             mask(Path::new(path))?;
         }

@@ -99,6 +99,8 @@ fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
         .build()
         .unwrap();
     linux.set_resources(Some(resources));
+    let sysctl = [("net.ipv4.ip_forward".to_string(), "1".to_string())];
+    linux.set_sysctl(Some(sysctl.into_iter().collect()));
     spec.set_linux(Some(linux));
     spec.save(bundle.join("config.json")).unwrap();
     bundle
@@ -203,6 +205,8 @@ fn run_to_completion(dir: &Path, parent: &str) {
         grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; \
         echo x > /probe && echo writable || echo read-only; \
         echo kcore=$(cat /proc/kcore | wc -c); echo > /dev/null && echo devnull-ok; \
+        echo ip_forward=$(cat /proc/sys/net/ipv4/ip_forward); \
+        grep -q ' /proc/sys ro,' /proc/self/mountinfo && echo proc-sys-ro; \
         echo pids.max=$(cat /sys/fs/cgroup/pids/pids.max); ls /sys/fs/cgroup/cpuacct/";
     let bundle = write_bundle(dir, &["sh", "-c", script], &cg);
     let (reader, stdio) = piped_stdio();
