@@ -9,7 +9,8 @@ use nix::unistd::{fchdir, pivot_root};
 use oci_spec::runtime::Spec;
 
 use super::cgroupfs::CgroupView;
-use super::mounts::{mount_entry, parse_options};
+use super::mounts::{create_dir, mount_entry, parse_options};
+use super::paths::resolve_in_root;
 use super::{RuntimeError, devices, io_err, sys_err};
 
 /// Builds the container's filesystem and pivots into it.
@@ -38,6 +39,10 @@ pub(super) fn setup(
         .and_then(|l| l.devices().as_deref())
         .unwrap_or_default();
     devices::create_all(rootfs, extra)?;
+    if let Some(process) = spec.process() {
+        // An image's working directory need not exist yet (runc creates it too).
+        create_dir(&resolve_in_root(rootfs, process.cwd())?)?;
+    }
     enter_root(rootfs)
 }
 

@@ -71,6 +71,7 @@ fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
     let mut process = spec.process().clone().unwrap();
     process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
     process.set_env(Some(vec!["PATH=/bin".into()]));
+    process.set_cwd("/work/dir".into());
     let mut user = process.user().clone();
     user.set_uid(1000);
     user.set_gid(1000);
@@ -301,10 +302,13 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
     let (code, out) = run(&[
         "sh",
         "-c",
-        "echo exec-ok; hostname; cat /proc/self/cgroup; exit 3",
+        "echo exec-ok; hostname; pwd; cat /proc/self/cgroup; exit 3",
     ]);
     assert_eq!(code, 3, "output: {out}");
-    assert!(out.starts_with("exec-ok\ncrius-test\n"), "output: {out}");
+    assert!(
+        out.starts_with("exec-ok\ncrius-test\n/work/dir\n"),
+        "output: {out}"
+    );
     assert!(out.contains(&format!("pids:/{cg}")), "output: {out}");
     // The test process ignores SIGPIPE (Rust does); that must not leak in. Run grep
     // directly: busybox sh would reset it and hide a leak.
