@@ -101,10 +101,14 @@ impl Channel {
     /// The next message; `None` on EOF (the peer exited or closed its end).
     pub(super) fn recv(&mut self) -> Result<Option<Message>, RuntimeError> {
         let mut tag = [0u8; 1];
-        match self.0.read(&mut tag) {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(io_err("read", e)),
+        loop {
+            match self.0.read(&mut tag) {
+                Ok(0) => return Ok(None),
+                Ok(_) => break,
+                // The monitor's signal handlers may interrupt the wait for init.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("read", e)),
+            }
         }
         let msg = match tag[0] {
             TAG_PID => Message::Pid(i32::from_le_bytes(self.read_array()?)),
