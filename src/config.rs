@@ -137,10 +137,11 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: path.into(),
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.into(),
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -219,24 +220,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "root = \"relative\"").unwrap();
-        assert!(matches!(
-            Config::load(&p, true),
-            Err(ConfigError::Invalid { .. })
-        ));
+        assert!(matches!(Config::load(&p, true), Err(ConfigError::Invalid { .. })));
         std::fs::write(&p, "cgroup_parent = \"a/../b\"").unwrap();
-        assert!(matches!(
-            Config::load(&p, true),
-            Err(ConfigError::Invalid { .. })
-        ));
+        assert!(matches!(Config::load(&p, true), Err(ConfigError::Invalid { .. })));
     }
 
     #[test]
     fn missing_default_file_is_defaults_but_explicit_is_error() {
         let p = Path::new("/nonexistent/crius.toml");
         assert_eq!(Config::load(p, false).unwrap(), Config::default());
-        assert!(matches!(
-            Config::load(p, true),
-            Err(ConfigError::Read { .. })
-        ));
+        assert!(matches!(Config::load(p, true), Err(ConfigError::Read { .. })));
     }
 }

@@ -43,10 +43,7 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreErro
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("record");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("record");
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
     f.write_all(bytes).map_err(io("writing", &tmp))?;
@@ -71,14 +68,12 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError
 /// Reads a JSON record; `Ok(None)` when the file does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
     match fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Decode {
-                    path: path.into(),
-                    source,
-                })
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                path: path.into(),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("reading", path)(e)),
     }
