@@ -6,6 +6,20 @@
 //! cgroup, mounts, pivot_root, user, rlimits) with its init process blocked before
 //! `execve`; [`Created::start`] releases it; the caller (the monitor) reaps it, sends
 //! signals and finally calls [`destroy`].
+//!
+//! The caller must be a child subreaper (`PR_SET_CHILD_SUBREAPER`): container inits and
+//! exec'd processes are grandchildren whose parent exits, so they are reparented to it
+//! and it reaps them.
+//!
+//! Modules: `process` (the fork stages of create/exec), `sync` (the caller<->child
+//! protocol), `init` (the container init's steps), `namespaces`, `rootfs` + `mounts` +
+//! `paths` + `devices` + `cgroupfs` (the filesystem view), `user` + `capabilities` +
+//! `rlimits` (identity and limits), `executable` (argv/env/$PATH), `stdio` (fds),
+//! `bundle` (config.json), `cgroups` (v1/v2 managers, shared with the daemon).
+//!
+//! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp,
+//! AppArmor/SELinux labels, terminals (`process.terminal`), hooks, cgroup v2 device
+//! rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
 
 pub mod cgroups;
 
@@ -36,6 +50,21 @@ pub enum RuntimeError {
     Cgroup(#[from] cgroups::CgroupError),
 }
 
+impl crate::error::Classify for RuntimeError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            RuntimeError::InvalidSpec { .. } => Kind::InvalidArgument,
+            // A failed init (e.g. executable not found) fails the call, as in other CRI
+            // runtimes.
+            RuntimeError::Init(_)
+            | RuntimeError::Io { .. }
+            | RuntimeError::Sys { .. }
+            | RuntimeError::Cgroup(_) => Kind::Internal,
+        }
+    }
+}
+
 /// File descriptors that become the container process's fd 0, 1, 2.
 /// `None` for stdin means /dev/null.
 pub struct Stdio {
@@ -52,7 +81,8 @@ pub struct CreateOptions<'a> {
     pub cgroup_root: &'a Path,
 }
 
-/// A container whose init is blocked before exec.
+/// A container whose init is blocked before exec. Dropping it without [`Created::start`]
+/// makes init exit with status 1 without running the program.
 pub struct Created {
     pub pid: Pid,
     /// Closing or writing to this releases the init process to exec the user program.
@@ -82,7 +112,24 @@ pub struct ExecOptions<'a> {
     pub cgroup_root: &'a Path,
 }
 
+mod bundle;
+mod capabilities;
+mod cgroupfs;
+mod devices;
+mod executable;
+mod init;
+mod mounts;
+mod namespaces;
+mod paths;
 mod process;
+mod rlimits;
+mod rootfs;
+mod signals;
+mod stdio;
+mod sync;
+#[cfg(test)]
+mod tests;
+mod user;
 
 /// Creates the container; see the module docs.
 pub fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
@@ -103,4 +150,16 @@ pub fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeError> {
 
 fn start_impl(fd: OwnedFd) -> Result<(), RuntimeError> {
     process::release(fd)
+}
+
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> RuntimeError {
+    RuntimeError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sys_err(op: &'static str) -> impl FnOnce(nix::Error) -> RuntimeError {
+    move |source| RuntimeError::Sys { op, source }
 }

@@ -1,15 +1,271 @@
-//! Placeholder: the runtime helper replaces this file.
-use super::*;
+//! The process stages of `create` and `exec`: the caller forks an intermediate process,
+//! which enters the namespaces and forks the real process so it lands in the (new or
+//! joined) pid namespace; the caller, a child subreaper, inherits it when the
+//! intermediate exits. The message sequence is drawn in `sync.rs`.
+#![allow(unsafe_code)]
 
-pub(super) fn create(_opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
-    todo!("runtime::create")
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use oci_spec::runtime::Process;
+
+use super::bundle::Bundle;
+use super::cgroupfs::CgroupView;
+use super::cgroups::CgroupManager;
+use super::executable::Program;
+use super::init::{self, InitArgs};
+use super::namespaces::{self, Join};
+use super::signals;
+use super::stdio::{self, above_stdio};
+use super::sync::{self, Channel, Message};
+use super::{
+    CreateOptions, Created, ExecOptions, RuntimeError, Stdio, io_err, rlimits, sys_err, user,
+};
+
+/// Ends a forked child without running the parent's atexit handlers or destructors.
+pub(super) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and always valid to call.
+    unsafe { libc::_exit(code) }
 }
-pub(super) fn exec(_opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
-    todo!("runtime::exec")
+
+fn fork_child() -> Result<ForkResult, RuntimeError> {
+    // SAFETY: the monitor is single-threaded; in multi-threaded callers (tests) glibc's
+    // fork resets the malloc locks, and the child only makes syscalls, allocates and then
+    // execs or _exits.
+    unsafe { fork() }.map_err(sys_err("fork"))
 }
-pub(super) fn destroy(_bundle: &Path, _cgroup_root: &Path) -> Result<(), RuntimeError> {
-    todo!("runtime::destroy")
+
+pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
+    let bundle = Bundle::load(opts.bundle)?;
+    let spec_ns = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref());
+    let ns = namespaces::plan(spec_ns.unwrap_or_default(), &bundle.dir)?;
+    bundle.warn_unsupported(opts.id);
+    let cgroup = bundle.cgroup(opts.cgroup_root)?;
+    let cgroup_path = bundle.cgroup_path();
+    let (mut sync, child_sync) = sync::channel()?;
+    let (start_rx, start_tx) = pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+    let start_rx = above_stdio(start_rx)?;
+    let intermediate = match fork_child()? {
+        ForkResult::Child => {
+            drop(sync);
+            drop(start_tx);
+            let args = InitArgs {
+                spec: &bundle.spec,
+                rootfs: &bundle.rootfs,
+                cgroup: cgroup_path.as_deref().map(|path| CgroupView {
+                    root: opts.cgroup_root,
+                    path,
+                }),
+                namespaces: &ns,
+                sync: child_sync,
+                start: start_rx,
+                stdio: opts.stdio,
+            };
+            create_intermediate(&ns.join, ns.new, args)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(child_sync);
+    drop(start_rx);
+    drop(opts.stdio);
+    let init_pid = sync.expect_pid("create");
+    reap(intermediate);
+    let init_pid = Pid::from_raw(init_pid?);
+    match configure_init(init_pid, cgroup.as_deref(), &bundle, &mut sync) {
+        Ok(()) => {
+            tracing::debug!(id = opts.id, pid = %init_pid, "container created");
+            Ok(Created::new(init_pid, start_tx))
+        }
+        Err(e) => {
+            rollback(init_pid, cgroup.as_deref());
+            Err(e)
+        }
+    }
 }
-pub(super) fn release(_fd: OwnedFd) -> Result<(), RuntimeError> {
-    todo!("runtime::release")
+
+/// The intermediate process of `create`: enter namespaces, fork init, report its pid.
+fn create_intermediate(joins: &[Join], new: CloneFlags, args: InitArgs<'_>) -> ! {
+    let mut report = match args.sync.try_clone_channel() {
+        Ok(c) => c,
+        Err(_) => exit_now(1),
+    };
+    if let Err(e) = signals::reset() {
+        let _ = report.send(&Message::Error(e.to_string()));
+        exit_now(1);
+    }
+    if let Err(e) = namespaces::enter(joins, new) {
+        let _ = report.send(&Message::Error(e.to_string()));
+        exit_now(1);
+    }
+    match fork_child() {
+        Ok(ForkResult::Child) => {
+            drop(report);
+            init::run(args)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let sent = report.send(&Message::Pid(child.as_raw()));
+            exit_now(if sent.is_ok() { 0 } else { 1 })
+        }
+        Err(e) => {
+            let _ = report.send(&Message::Error(e.to_string()));
+            exit_now(1)
+        }
+    }
+}
+
+/// Caller side, once init exists: cgroup, then let init set itself up and wait for it.
+fn configure_init(
+    init_pid: Pid,
+    cgroup: Option<&dyn CgroupManager>,
+    bundle: &Bundle,
+    sync: &mut Channel,
+) -> Result<(), RuntimeError> {
+    if let Some(cg) = cgroup {
+        cg.create()?;
+        let resources = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref());
+        if let Some(resources) = resources {
+            cg.apply(resources)?;
+        }
+        cg.add_process(init_pid)?;
+    }
+    sync.send(&Message::Continue)?;
+    sync.expect(Message::Ready, "init")
+}
+
+/// Undoes a half-made container; keeps going on errors, which are only logged since the
+/// original failure is what the caller needs to see.
+fn rollback(init_pid: Pid, cgroup: Option<&dyn CgroupManager>) {
+    let _ = kill(init_pid, Signal::SIGKILL);
+    reap(init_pid);
+    if let Some(Err(e)) = cgroup.map(|cg| cg.destroy()) {
+        tracing::warn!(error = %e, "rollback: removing the container cgroup failed");
+    }
+}
+
+/// Waits for `pid`, ignoring ECHILD (when the caller is not a subreaper, init is not ours).
+fn reap(pid: Pid) {
+    loop {
+        match waitpid(pid, None) {
+            Err(nix::Error::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+pub(super) fn release(fd: OwnedFd) -> Result<(), RuntimeError> {
+    nix::unistd::write(&fd, b"s").map_err(sys_err("write start pipe"))?;
+    Ok(())
+}
+
+pub(super) fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeError> {
+    if !bundle.join("config.json").exists() {
+        return Ok(());
+    }
+    let bundle = Bundle::load(bundle)?;
+    if let Some(cg) = bundle.cgroup(cgroup_root)? {
+        cg.destroy()?;
+    }
+    Ok(())
+}
+
+pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
+    let bundle = Bundle::load(opts.bundle)?;
+    let mut process = bundle.process().clone();
+    process.set_args(Some(opts.args.to_vec()));
+    let joins = namespaces::of_process(opts.container_pid)?;
+    let cgroup = bundle.cgroup(opts.cgroup_root)?;
+    let (mut sync, child_sync) = sync::channel()?;
+    let intermediate = match fork_child()? {
+        ForkResult::Child => {
+            drop(sync);
+            exec_intermediate(&joins, &process, child_sync, opts.stdio)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(child_sync);
+    drop(opts.stdio);
+    let result = (|| {
+        // Joined before the namespaces, so the process is accounted from its first step.
+        if let Some(cg) = cgroup.as_deref() {
+            cg.add_process(intermediate)?;
+        }
+        sync.send(&Message::Continue)?;
+        sync.expect_pid("exec")
+    })();
+    if result.is_err() {
+        let _ = kill(intermediate, Signal::SIGKILL);
+    }
+    reap(intermediate);
+    result.map(Pid::from_raw)
+}
+
+fn exec_intermediate(joins: &[Join], process: &Process, mut sync: Channel, stdio: Stdio) -> ! {
+    if let Err(e) = signals::reset() {
+        let _ = sync.send(&Message::Error(e.to_string()));
+        exit_now(1);
+    }
+    if let Err(e) = sync.expect(Message::Continue, "exec") {
+        let _ = sync.send(&Message::Error(e.to_string()));
+        exit_now(1);
+    }
+    if let Err(e) = namespaces::enter(joins, CloneFlags::empty()) {
+        let _ = sync.send(&Message::Error(e.to_string()));
+        exit_now(1);
+    }
+    match fork_child() {
+        Ok(ForkResult::Child) => {
+            drop(sync);
+            exec_process(process, stdio)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let sent = sync.send(&Message::Pid(child.as_raw()));
+            exit_now(if sent.is_ok() { 0 } else { 1 })
+        }
+        Err(e) => {
+            let _ = sync.send(&Message::Error(e.to_string()));
+            exit_now(1)
+        }
+    }
+}
+
+/// The exec'd process inside the container. Its failures go to its own stderr with exit
+/// code 127, as a shell reports a command it cannot run.
+fn exec_process(process: &Process, stdio: Stdio) -> ! {
+    if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
+        exit_now(127);
+    }
+    let prepared = (|| {
+        rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
+        user::apply_identity(process)?;
+        let cwd = process.cwd();
+        std::env::set_current_dir(cwd).map_err(|e| io_err("chdir", cwd, e))?;
+        let args = process.args().as_deref().unwrap_or_default();
+        let program = Program::prepare(args, process.env().as_deref().unwrap_or_default())?;
+        stdio::close_on_exec_above_stdio()?;
+        Ok::<_, RuntimeError>(program)
+    })();
+    match prepared {
+        Ok(program) => {
+            let err = program.exec();
+            stdio::write_stderr(&format!("crius exec: {:?}: {err}\n", program.path));
+            exit_now(if err == nix::Error::ENOENT { 127 } else { 126 })
+        }
+        Err(e) => {
+            stdio::write_stderr(&format!("crius exec: {e}\n"));
+            exit_now(127)
+        }
+    }
 }

@@ -2,7 +2,11 @@
 //! and by the runtime (container cgroups). The hierarchy root is injectable so unit tests
 //! can run against fixture files in a tempdir.
 
-use std::path::{Path, PathBuf};
+mod fs;
+mod v1;
+mod v2;
+
+use std::path::{Component, Path, PathBuf};
 
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
@@ -53,7 +57,71 @@ pub fn detect(root: &Path) -> Version {
 }
 
 /// The manager for `path` under `root`, for whichever version `root` holds.
+/// `path` is relative to the hierarchy root; a leading '/' is accepted.
 pub fn manager(root: &Path, path: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    let _ = (root, path);
-    todo!("cgroups::manager")
+    let rel = relative_path(path)?;
+    Ok(match detect(root) {
+        Version::V1 => Box::new(v1::V1Manager::new(root, rel)),
+        Version::V2 => Box::new(v2::V2Manager::new(root, rel)),
+    })
+}
+
+/// Validates a cgroup path: relative after stripping one leading '/', no `..`, non-empty.
+fn relative_path(path: &str) -> Result<PathBuf, CgroupError> {
+    let trimmed = path.trim_start_matches('/');
+    let rel = PathBuf::from(trimmed);
+    let all_normal = rel.components().all(|c| matches!(c, Component::Normal(_)));
+    if trimmed.is_empty() || !all_normal {
+        return Err(CgroupError::InvalidPath(path.to_string()));
+    }
+    Ok(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_path_accepts_leading_slash_and_rejects_escapes() {
+        assert_eq!(
+            relative_path("/crius/pod-1").unwrap(),
+            PathBuf::from("crius/pod-1")
+        );
+        assert_eq!(
+            relative_path("crius/a/b").unwrap(),
+            PathBuf::from("crius/a/b")
+        );
+        assert!(relative_path("").is_err());
+        assert!(relative_path("/").is_err());
+        assert!(relative_path("crius/../etc").is_err());
+        assert!(relative_path("./x").is_err());
+    }
+
+    #[test]
+    fn destroy_removes_nested_dirs_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("pids")).unwrap();
+        std::fs::create_dir_all(r.join("memory")).unwrap();
+        let pod = manager(r, "/crius/pod-1").unwrap();
+        pod.create().unwrap();
+        manager(r, "crius/pod-1/ctr").unwrap().create().unwrap();
+        assert!(r.join("memory/crius/pod-1/ctr").is_dir());
+        pod.destroy().unwrap();
+        assert!(!r.join("pids/crius/pod-1").exists());
+        assert!(!r.join("memory/crius/pod-1").exists());
+        assert!(
+            r.join("memory/crius").is_dir(),
+            "only the cgroup itself goes"
+        );
+        pod.destroy().unwrap();
+    }
+
+    #[test]
+    fn detect_by_controllers_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(detect(dir.path()), Version::V1);
+        std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        assert_eq!(detect(dir.path()), Version::V2);
+    }
 }

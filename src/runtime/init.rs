@@ -1,0 +1,140 @@
+//! The container's init process (pid 1 of its pid namespace) from the moment it is
+//! forked to its execve: every setup step in the order the OCI runtime spec implies.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+
+use super::cgroupfs::CgroupView;
+use super::executable::Program;
+use super::namespaces::{self, NamespacePlan};
+use super::sync::{Channel, Message};
+use super::{
+    RuntimeError, Stdio, io_err, process::exit_now, rlimits, rootfs, stdio, sys_err, user,
+};
+
+pub(super) struct InitArgs<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub cgroup: Option<CgroupView<'a>>,
+    pub namespaces: &'a NamespacePlan,
+    pub sync: Channel,
+    pub start: OwnedFd,
+    pub stdio: Stdio,
+}
+
+/// Runs init to its execve; never returns. Failures before exec go to the caller over the
+/// sync channel; a failing execve itself exits 127.
+pub(super) fn run(args: InitArgs<'_>) -> ! {
+    let InitArgs {
+        spec,
+        rootfs,
+        cgroup,
+        namespaces,
+        mut sync,
+        start,
+        stdio,
+    } = args;
+    let start_fd = start.as_raw_fd();
+    let program = match prepare(PrepareArgs {
+        spec,
+        rootfs,
+        cgroup,
+        namespaces,
+        sync: &mut sync,
+        start_fd,
+        stdio,
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = sync.send(&Message::Error(e.to_string()));
+            exit_now(1);
+        }
+    };
+    if sync.send(&Message::Ready).is_err() {
+        exit_now(1);
+    }
+    drop(sync);
+    if !wait_for_start(start) {
+        // The caller went away without starting us: do not run the program.
+        exit_now(1);
+    }
+    let err = program.exec();
+    stdio::write_stderr(&format!("crius: exec {:?}: {err}\n", program.path));
+    exit_now(if err == nix::Error::ENOENT { 127 } else { 126 })
+}
+
+struct PrepareArgs<'a, 'b> {
+    spec: &'a Spec,
+    rootfs: &'a Path,
+    cgroup: Option<CgroupView<'a>>,
+    namespaces: &'a NamespacePlan,
+    sync: &'b mut Channel,
+    start_fd: RawFd,
+    stdio: Stdio,
+}
+
+fn prepare(a: PrepareArgs<'_, '_>) -> Result<Program, RuntimeError> {
+    stdio::install(a.stdio)?;
+    // Nothing of the caller's (other containers' pipes, the monitor's sockets) stays
+    // open while init waits to be started; this process never returns, so no owner of
+    // those fds will close them again.
+    stdio::close_all_except(&[a.sync.as_raw_fd(), a.start_fd])?;
+    // The caller puts us in the cgroup first: everything below is accounted to it.
+    a.sync.expect(Message::Continue, "init")?;
+    if a.namespaces.new_cgroup() {
+        namespaces::enter_cgroup_ns()?;
+    }
+    rootfs::setup(a.spec, a.rootfs, a.cgroup.as_ref())?;
+    if let Some(name) = a
+        .spec
+        .hostname()
+        .as_ref()
+        .filter(|_| a.namespaces.new_uts())
+    {
+        nix::unistd::sethostname(name).map_err(sys_err("sethostname"))?;
+    }
+    if let Some(sysctl) = a.spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for (key, value) in sysctl {
+            write_sysctl(key, value)?;
+        }
+    }
+    rootfs::finalize(a.spec)?;
+    let Some(process) = a.spec.process() else {
+        return Err(RuntimeError::Init("spec has no process".into()));
+    };
+    rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
+    if let Some(adj) = process.oom_score_adj() {
+        rlimits::set_oom_score_adj(adj)?;
+    }
+    user::apply_identity(process)?;
+    let cwd = process.cwd();
+    std::env::set_current_dir(cwd).map_err(|e| io_err("chdir", cwd, e))?;
+    let args = process.args().as_deref().unwrap_or_default();
+    let program = Program::prepare(args, process.env().as_deref().unwrap_or_default())?;
+    stdio::close_on_exec_above_stdio()?;
+    Ok(program)
+}
+
+/// `net.ipv4.ip_forward` -> /proc/sys/net/ipv4/ip_forward.
+fn write_sysctl(key: &str, value: &str) -> Result<(), RuntimeError> {
+    if key.contains("..") || key.contains('/') {
+        return Err(RuntimeError::Init(format!("invalid sysctl key {key:?}")));
+    }
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| io_err("write sysctl", &path, e))
+}
+
+/// Blocks until `Created::start` writes its byte. EOF without it means the caller died.
+fn wait_for_start(start: OwnedFd) -> bool {
+    let mut buf = [0u8; 1];
+    loop {
+        match nix::unistd::read(&start, &mut buf) {
+            Ok(1) => return true,
+            Ok(_) => return false,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}

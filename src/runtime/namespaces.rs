@@ -1,0 +1,168 @@
+//! Which namespaces a process creates and which it joins. Namespaces given by path (the
+//! pod's pinned net/ipc/uts) are opened by the caller before forking, so the child only
+//! makes setns/unshare calls.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+
+use super::{RuntimeError, io_err, sys_err};
+
+/// The order namespaces are joined in: the mount namespace last, since joining it changes
+/// what paths mean (as runc and youki do).
+const JOIN_ORDER: &[(&str, CloneFlags)] = &[
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// A namespace to setns into.
+pub(super) struct Join {
+    pub file: OwnedFd,
+    pub kind: CloneFlags,
+}
+
+pub(super) struct NamespacePlan {
+    /// Created by the intermediate process (before forking init).
+    pub new: CloneFlags,
+    /// Joined by the intermediate process, in `JOIN_ORDER`.
+    pub join: Vec<Join>,
+}
+
+impl NamespacePlan {
+    /// A new cgroup namespace is created by init itself, after the caller has moved it
+    /// into its cgroup, so that the cgroup becomes the namespace's root.
+    pub(super) fn new_cgroup(&self) -> bool {
+        self.new.contains(CloneFlags::CLONE_NEWCGROUP)
+    }
+
+    pub(super) fn new_uts(&self) -> bool {
+        self.new.contains(CloneFlags::CLONE_NEWUTS)
+    }
+}
+
+fn flag(typ: LinuxNamespaceType) -> Option<CloneFlags> {
+    use LinuxNamespaceType as T;
+    Some(match typ {
+        T::Mount => CloneFlags::CLONE_NEWNS,
+        T::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        T::Uts => CloneFlags::CLONE_NEWUTS,
+        T::Ipc => CloneFlags::CLONE_NEWIPC,
+        T::Pid => CloneFlags::CLONE_NEWPID,
+        T::Network => CloneFlags::CLONE_NEWNET,
+        T::User | T::Time => return None,
+    })
+}
+
+/// Plans the namespaces of a new container. A mount namespace is always created: the
+/// runtime's mounts must never land in the caller's namespace.
+pub(super) fn plan(spec: &[LinuxNamespace], bundle: &Path) -> Result<NamespacePlan, RuntimeError> {
+    let mut plan = NamespacePlan {
+        new: CloneFlags::CLONE_NEWNS,
+        join: Vec::new(),
+    };
+    let mut joins: Vec<(CloneFlags, PathBuf)> = Vec::new();
+    for ns in spec {
+        let Some(kind) = flag(ns.typ()) else {
+            return Err(RuntimeError::InvalidSpec {
+                bundle: bundle.to_path_buf(),
+                message: format!("{} namespaces are not supported", ns.typ()),
+            });
+        };
+        match ns.path() {
+            Some(path) => joins.push((kind, path.clone())),
+            None => plan.new |= kind,
+        }
+    }
+    for (_, kind) in JOIN_ORDER {
+        for (k, path) in joins.iter().filter(|(k, _)| k == kind) {
+            let file = File::open(path).map_err(|e| io_err("open namespace", path, e))?;
+            plan.join.push(Join {
+                file: file.into(),
+                kind: *k,
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// The namespaces of a running container's init, for exec to join.
+pub(super) fn of_process(pid: Pid) -> Result<Vec<Join>, RuntimeError> {
+    let mut joins = Vec::new();
+    for (name, kind) in JOIN_ORDER {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let file = File::open(&path).map_err(|e| io_err("open namespace", &path, e))?;
+        joins.push(Join {
+            file: file.into(),
+            kind: *kind,
+        });
+    }
+    Ok(joins)
+}
+
+/// In the intermediate process: join the given namespaces, then create the new ones
+/// (except cgroup, see [`NamespacePlan::new_cgroup`]). A new pid namespace applies to the
+/// children forked afterwards.
+pub(super) fn enter(joins: &[Join], new: CloneFlags) -> Result<(), RuntimeError> {
+    for j in joins {
+        setns(&j.file, j.kind).map_err(sys_err("setns"))?;
+    }
+    let new = new - CloneFlags::CLONE_NEWCGROUP;
+    if !new.is_empty() {
+        unshare(new).map_err(sys_err("unshare"))?;
+    }
+    Ok(())
+}
+
+/// In init, once it is in its cgroup.
+pub(super) fn enter_cgroup_ns() -> Result<(), RuntimeError> {
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys_err("unshare cgroup namespace"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxNamespaceBuilder;
+
+    fn ns(typ: LinuxNamespaceType, path: Option<&str>) -> LinuxNamespace {
+        let b = LinuxNamespaceBuilder::default().typ(typ);
+        match path {
+            Some(p) => b.path(p).build().unwrap(),
+            None => b.build().unwrap(),
+        }
+    }
+
+    #[test]
+    fn plan_creates_and_joins_in_order() {
+        let spec = [
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Network, Some("/proc/self/ns/net")),
+            ns(LinuxNamespaceType::Ipc, Some("/proc/self/ns/ipc")),
+            ns(LinuxNamespaceType::Uts, None),
+        ];
+        let plan = plan(&spec, Path::new("/b")).unwrap();
+        assert_eq!(
+            plan.new,
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS
+        );
+        let kinds: Vec<_> = plan.join.iter().map(|j| j.kind).collect();
+        assert_eq!(kinds, [CloneFlags::CLONE_NEWIPC, CloneFlags::CLONE_NEWNET]);
+        assert!(plan.new_uts() && !plan.new_cgroup());
+    }
+
+    #[test]
+    fn user_namespaces_are_rejected() {
+        let spec = [ns(LinuxNamespaceType::User, None)];
+        assert!(matches!(
+            plan(&spec, Path::new("/b")),
+            Err(RuntimeError::InvalidSpec { .. })
+        ));
+    }
+}

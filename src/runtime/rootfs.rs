@@ -1,0 +1,121 @@
+//! The container's filesystem view, built in its new mount namespace: propagation, the
+//! spec's mounts, /dev, pivot_root, masked and read-only paths.
+
+use std::fs::File;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{fchdir, pivot_root};
+use oci_spec::runtime::Spec;
+
+use super::cgroupfs::CgroupView;
+use super::mounts::{create_dir, mount_entry, parse_options};
+use super::paths::resolve_in_root;
+use super::{RuntimeError, devices, io_err, sys_err};
+
+/// Builds the container's filesystem and pivots into it.
+pub(super) fn setup(
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup: Option<&CgroupView<'_>>,
+) -> Result<(), RuntimeError> {
+    let linux = spec.linux().as_ref();
+    let propagation = linux
+        .and_then(|l| l.rootfs_propagation().as_ref())
+        .and_then(|p| parse_options(std::slice::from_ref(p)).propagation)
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    // Keep our mounts from propagating back to the host (and the host's from arriving
+    // unless the spec asks for it).
+    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+        .map_err(sys_err("make / rslave"))?;
+    // pivot_root needs the new root to be a mount point.
+    let rec_bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(rootfs), rootfs, None::<&str>, rec_bind, None::<&str>)
+        .map_err(sys_err("bind rootfs"))?;
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        mount_entry(rootfs, m, cgroup)?;
+    }
+    let extra = linux
+        .and_then(|l| l.devices().as_deref())
+        .unwrap_or_default();
+    devices::create_all(rootfs, extra)?;
+    if let Some(process) = spec.process() {
+        // An image's working directory need not exist yet (runc creates it too).
+        create_dir(&resolve_in_root(rootfs, process.cwd())?)?;
+    }
+    enter_root(rootfs)
+}
+
+/// The read-only and hiding steps, run inside the new root after the steps that still
+/// write to /proc/sys (sysctl), as runc orders them.
+pub(super) fn finalize(spec: &Spec) -> Result<(), RuntimeError> {
+    if let Some(linux) = spec.linux().as_ref() {
+        for path in linux.masked_paths().as_deref().unwrap_or_default() {
+            mask(Path::new(path))?;
+        }
+        for path in linux.readonly_paths().as_deref().unwrap_or_default() {
+            make_readonly(Path::new(path))?;
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .map_err(sys_err("remount / read-only"))?;
+    }
+    Ok(())
+}
+
+/// pivot_root without a directory for the old root: stack the old root on the new one,
+/// then detach it (the runc technique), leaving nothing of the host reachable.
+fn enter_root(rootfs: &Path) -> Result<(), RuntimeError> {
+    let old_root = File::open("/").map_err(|e| io_err("open", Path::new("/"), e))?;
+    let new_root = File::open(rootfs).map_err(|e| io_err("open", rootfs, e))?;
+    fchdir(&new_root).map_err(sys_err("chdir to rootfs"))?;
+    pivot_root(".", ".").map_err(sys_err("pivot_root"))?;
+    fchdir(&old_root).map_err(sys_err("chdir to old root"))?;
+    // The unmount must not propagate to the host's copy of these mounts.
+    let slave = MsFlags::MS_SLAVE | MsFlags::MS_REC;
+    mount(None::<&str>, ".", None::<&str>, slave, None::<&str>)
+        .map_err(sys_err("make old root rslave"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("detach old root"))?;
+    std::env::set_current_dir("/").map_err(|e| io_err("chdir", Path::new("/"), e))
+}
+
+/// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a directory.
+fn mask(path: &Path) -> Result<(), RuntimeError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("stat", path, e)),
+    };
+    let result = if meta.is_dir() {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    result.map_err(|e| io_err("mask", path, e.into()))
+}
+
+fn make_readonly(path: &Path) -> Result<(), RuntimeError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let rec_bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(path), path, None::<&str>, rec_bind, None::<&str>)
+        .map_err(|e| io_err("bind read-only path", path, e.into()))?;
+    let flags = rec_bind | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| io_err("remount read-only", path, e.into()))
+}
