@@ -132,7 +132,7 @@ impl Classify for MonitorError {
             MonitorError::InvalidArgument(_) => Kind::InvalidArgument,
             MonitorError::FailedPrecondition(_) => Kind::FailedPrecondition,
             MonitorError::AlreadyExists(_) => Kind::AlreadyExists,
-            MonitorError::Runtime(RuntimeError::InvalidSpec { .. }) => Kind::InvalidArgument,
+            MonitorError::Runtime(e) => e.kind(),
             MonitorError::Store(e) => e.kind(),
             MonitorError::FrameTooLarge { .. }
             | MonitorError::Decode(_)
@@ -141,8 +141,7 @@ impl Classify for MonitorError {
             | MonitorError::Io { .. }
             | MonitorError::Sys { .. }
             | MonitorError::AlreadyRunning(_)
-            | MonitorError::Launcher { .. }
-            | MonitorError::Runtime(_) => Kind::Internal,
+            | MonitorError::Launcher { .. } => Kind::Internal,
         }
     }
 }
