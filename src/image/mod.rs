@@ -14,6 +14,8 @@ mod manifest;
 pub mod reference;
 mod registry;
 mod store;
+#[cfg(test)]
+mod testreg;
 mod unpack;
 
 pub use store::ImageStore;

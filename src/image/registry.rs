@@ -383,17 +383,14 @@ fn check_status(resp: Response, url: &Url, what: &str) -> Result<Response, Image
     }
 }
 
-/// Of two hosts' failures, a definite answer (not found, access refused) says more than a
-/// network error from a later host (typically the upstream behind an unreachable mirror).
+/// Of two hosts' failures, a definite answer (not found, access refused, bad content)
+/// says more than a network error from a later host (typically the upstream behind a
+/// mirror, unreachable from an offline node).
 fn more_telling(prev: Option<ImageError>, new: ImageError) -> ImageError {
-    let definite = |e: &ImageError| {
-        matches!(
-            e,
-            ImageError::NotFound { .. } | ImageError::Unauthorized { .. }
-        )
-    };
+    let transport =
+        |e: &ImageError| matches!(e, ImageError::Http { .. } | ImageError::Registry { .. });
     match prev {
-        Some(p) if definite(&p) && !definite(&new) => p,
+        Some(p) if !transport(&p) && transport(&new) => p,
         _ => new,
     }
 }
