@@ -314,8 +314,74 @@ async fn pull_from_real_registry() {
     );
     let dirs = store.snapshot_dirs(&img);
     assert!(dirs.iter().any(|d| d.join("bin/busybox").is_file()));
+    for d in &dirs {
+        eprintln!("{}: {:?}", d.display(), names(d));
+    }
+    // More references to pull, e.g. a docker-v2s2 copy of the image: comma separated.
+    for r in std::env::var("CRIUS_TEST_REGISTRY_EXTRA")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if !r.is_empty() {
+            let i = store.pull(r, None).await.unwrap();
+            eprintln!("pulled {r}: {} {:?}", i.id, i.repo_digests);
+            for d in store.snapshot_dirs(&i) {
+                let out = std::process::Command::new("ls")
+                    .arg("-lR")
+                    .arg(&d)
+                    .output()
+                    .unwrap();
+                eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+    }
     let again = store.pull(&img.repo_digests[0], None).await.unwrap();
     assert_eq!(again.id, img.id);
     store.remove("busybox", &HashSet::new()).unwrap();
-    assert!(store.list().is_empty());
+    assert!(store.get("busybox").is_none());
+}
+
+/// The snapshots stacked as overlay lowerdirs, topmost first, show the image's filesystem:
+/// whiteouts hide lower files, opaque directories hide lower contents.
+#[tokio::test]
+async fn snapshots_stack_as_overlay() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let env = Env::new(FakeRegistry::default()).await;
+    let img = build_image(
+        &[
+            &[("etc/motd", "hi"), ("etc/keep", "k"), ("opq/a", "a")],
+            &[
+                ("etc/.wh.motd", ""),
+                ("opq/.wh..wh..opq", ""),
+                ("opq/b", "b"),
+            ],
+        ],
+        false,
+    );
+    img.publish(&env.reg, "library/layers", "latest");
+    let store = env.open();
+    let got = store.pull("layers", None).await.unwrap();
+    let lower: Vec<String> = store
+        .snapshot_dirs(&got)
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    let target = env.root.join("mnt");
+    fs::create_dir_all(&target).unwrap();
+    let opts = format!("lowerdir={}", lower.join(":"));
+    mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    let seen = (
+        target.join("etc/motd").exists(),
+        fs::read(target.join("etc/keep")).ok(),
+        names(&target.join("opq")),
+    );
+    umount2(&target, MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(seen, (false, Some(b"k".to_vec()), vec!["b".to_string()]));
 }

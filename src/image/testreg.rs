@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// (repository, tag or digest) -> (content type, body)
+type Manifests = HashMap<(String, String), (String, Vec<u8>)>;
+
 #[derive(Default)]
 pub struct FakeRegistry {
-    /// (repository, tag or digest) -> (content type, body)
-    pub manifests: Mutex<HashMap<(String, String), (String, Vec<u8>)>>,
+    pub manifests: Mutex<Manifests>,
     pub blobs: Mutex<HashMap<String, Vec<u8>>>,
     /// Basic credentials the token endpoint demands; `None` serves anonymously.
     pub auth: Option<(String, String)>,
