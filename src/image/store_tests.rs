@@ -211,6 +211,27 @@ async fn bearer_auth() {
 }
 
 #[tokio::test]
+async fn basic_auth() {
+    let reg = FakeRegistry {
+        auth: Some(("user".into(), "secret".into())),
+        basic: true,
+        ..Default::default()
+    };
+    let env = Env::new(reg).await;
+    busybox().publish(&env.reg, "library/busybox", "latest");
+    let store = env.open();
+    let e = store.pull("busybox", None).await.unwrap_err();
+    assert_eq!(e.kind(), Kind::FailedPrecondition, "{e}");
+    let good = RegistryAuth {
+        username: "user".into(),
+        password: "secret".into(),
+        ..Default::default()
+    };
+    store.pull("busybox", Some(&good)).await.unwrap();
+    assert_eq!(env.reg.token_requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn failures_leave_nothing_behind() {
     let env = Env::new(FakeRegistry::default()).await;
     let store = env.open();

@@ -19,6 +19,8 @@ pub struct FakeRegistry {
     pub blobs: Mutex<HashMap<String, Vec<u8>>>,
     /// Basic credentials the token endpoint demands; `None` serves anonymously.
     pub auth: Option<(String, String)>,
+    /// Challenge with `Basic` (the credentials on every request) instead of `Bearer`.
+    pub basic: bool,
     pub blob_requests: AtomicUsize,
     pub token_requests: AtomicUsize,
     pub addr: Mutex<String>,
@@ -86,14 +88,15 @@ impl FakeRegistry {
         let Some(rest) = path.strip_prefix("/v2/") else {
             return respond(404, &[], b"");
         };
-        if let Some((user, _)) = &self.auth
-            && header("authorization").as_deref() != Some(&format!("Bearer {TOKEN}"))
-        {
-            let _ = user;
-            let challenge = format!(
-                "WWW-Authenticate: Bearer realm=\"http://{}/token\",service=\"fake\",scope=\"repository:x:pull\"",
-                self.addr()
-            );
+        if self.auth.is_some() && header("authorization") != Some(self.accepted()) {
+            let challenge = if self.basic {
+                "WWW-Authenticate: Basic realm=\"fake\"".to_string()
+            } else {
+                format!(
+                    "WWW-Authenticate: Bearer realm=\"http://{}/token\",service=\"fake\",scope=\"repository:x:pull\"",
+                    self.addr()
+                )
+            };
             return respond(401, &[&challenge], b"");
         }
         if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
@@ -113,16 +116,27 @@ impl FakeRegistry {
         respond(404, &[], b"")
     }
 
+    fn basic_value(&self) -> String {
+        let (user, pass) = self.auth.clone().unwrap_or_default();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        format!("Basic {b64}")
+    }
+
+    /// The `Authorization` value registry endpoints accept.
+    fn accepted(&self) -> String {
+        if self.basic {
+            self.basic_value()
+        } else {
+            format!("Bearer {TOKEN}")
+        }
+    }
+
     fn token(&self, authorization: Option<String>) -> Vec<u8> {
         self.token_requests.fetch_add(1, Ordering::SeqCst);
-        let Some((user, pass)) = &self.auth else {
+        if self.auth.is_none() || self.basic {
             return respond(404, &[], b"");
-        };
-        let want = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-        );
-        if authorization.as_deref() != Some(&want) {
+        }
+        if authorization != Some(self.basic_value()) {
             return respond(401, &[], b"");
         }
         respond(

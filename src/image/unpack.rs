@@ -180,9 +180,7 @@ impl Extraction<'_> {
         let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         if name == OPAQUE_WHITEOUT {
-            let dir = self.ensure_dir(parent_rel, &raw)?;
-            return xattr::set(&dir, OPAQUE_XATTR, b"y")
-                .map_err(ImageError::io("setting opaque xattr on", dir));
+            return set_opaque(&self.ensure_dir(parent_rel, &raw)?);
         }
         if name.starts_with(".wh..wh.") {
             return Ok(()); // aufs metadata (hard link dirs): meaningless for overlay
@@ -214,12 +212,13 @@ impl Extraction<'_> {
             cur.push(c);
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(self.unsafe_entry(raw, "path goes through a non-directory")),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&cur).map_err(ImageError::io("creating", &cur))?;
-                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
-                        .map_err(ImageError::io("chmod", &cur))?;
+                Ok(m) if is_whiteout(&m) => {
+                    remove_existing(&cur)?;
+                    create_dir(&cur, 0o755)?;
+                    set_opaque(&cur)?;
                 }
+                Ok(_) => return Err(self.unsafe_entry(raw, "path goes through a non-directory")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(&cur, 0o755)?,
                 Err(e) => return Err(ImageError::io("inspecting", &cur)(e)),
             }
         }
@@ -242,10 +241,14 @@ impl Extraction<'_> {
         );
         match kind {
             T::Directory => {
-                let is_dir = fs::symlink_metadata(target).is_ok_and(|m| m.is_dir());
-                if !is_dir {
+                let existing = fs::symlink_metadata(target).ok();
+                if !existing.as_ref().is_some_and(|m| m.is_dir()) {
                     remove_existing(target)?;
-                    fs::create_dir(target).map_err(ImageError::io("creating", target))?;
+                    create_dir(target, 0o755)?;
+                }
+                // Deleted and recreated in one layer: the lower directory stays hidden.
+                if existing.as_ref().is_some_and(is_whiteout) {
+                    set_opaque(target)?;
                 }
             }
             T::Regular | T::Continuous | T::GNUSparse => {
@@ -354,8 +357,7 @@ impl Extraction<'_> {
                 .map_err(ImageError::io("chmod", target))?;
         }
         for (name, value) in pax_xattrs(entry, self.layer)? {
-            xattr::set(target, &name, &value)
-                .map_err(ImageError::io("setting xattr on", target))?;
+            set_xattr(target, &name, &value)?;
         }
         if is_dir {
             self.dir_times.push((target.to_path_buf(), mtime));
@@ -386,6 +388,33 @@ fn pax_xattrs<R: Read>(
         }
     }
     Ok(out)
+}
+
+fn is_whiteout(m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), ImageError> {
+    fs::create_dir(path).map_err(ImageError::io("creating", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(ImageError::io("chmod", path))
+}
+
+fn set_opaque(dir: &Path) -> Result<(), ImageError> {
+    xattr::set(dir, OPAQUE_XATTR, b"y").map_err(ImageError::io("setting opaque xattr on", dir))
+}
+
+/// Layer xattrs the snapshot's filesystem cannot hold (no support, or a namespace that
+/// refuses this kind of file, like `user.*` on symlinks) are dropped, as containerd does.
+fn set_xattr(target: &Path, name: &str, value: &[u8]) -> Result<(), ImageError> {
+    match xattr::set(target, name, value) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EPERM)) => {
+            tracing::warn!(path = %target.display(), xattr = name, error = %e, "dropping layer xattr");
+            Ok(())
+        }
+        r => r.map_err(ImageError::io("setting xattr on", target)),
+    }
 }
 
 /// Deletes whatever is at `target` (never following a symlink); absent is fine.

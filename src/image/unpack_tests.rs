@@ -142,6 +142,11 @@ fn whiteouts_become_overlay_whiteouts() {
     file(&mut b, "var/new", b"x");
     file(&mut b, ".wh..wh.plnk", b"");
     file(&mut b, "x/.wh...", b"");
+    // Deleted and recreated within the layer: the new directory must hide the lower one.
+    file(&mut b, ".wh.re1", b"");
+    file(&mut b, "re1/x", b"");
+    file(&mut b, ".wh.re2", b"");
+    raw(&mut b, "re2", EntryType::Directory, "", b"");
     f.extract(b.into_inner().unwrap()).unwrap();
     let r = f.root();
     let w = fs::metadata(r.join("etc/gone")).unwrap();
@@ -155,6 +160,13 @@ fn whiteouts_become_overlay_whiteouts() {
     assert!(!r.join("var/.wh..wh..opq").exists());
     assert_eq!(fs::read(r.join("var/new")).unwrap(), b"x");
     assert!(r.join("x").is_dir());
+    for d in ["re1", "re2"] {
+        assert!(fs::symlink_metadata(r.join(d)).unwrap().is_dir());
+        assert_eq!(
+            xattr::get(r.join(d), OPAQUE_XATTR).unwrap(),
+            Some(b"y".to_vec())
+        );
+    }
     f.assert_contained();
 }
 
