@@ -2,6 +2,7 @@
 //! of one manifest from an index for this machine's platform.
 
 use super::ImageError;
+use super::reference::is_valid_digest;
 use serde::Deserialize;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -85,11 +86,12 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         None => return Err(ImageError::UnsupportedMediaType("(none)".into())),
     };
     if is_index {
-        return Ok(Manifest::Index(
-            serde_json::from_slice(bytes).map_err(decode)?,
-        ));
+        let index: Index = serde_json::from_slice(bytes).map_err(decode)?;
+        check_digests(index.manifests.iter(), what)?;
+        return Ok(Manifest::Index(index));
     }
     let m: ImageManifest = serde_json::from_slice(bytes).map_err(decode)?;
+    check_digests(std::iter::once(&m.config).chain(&m.layers), what)?;
     for layer in &m.layers {
         if layer.media_type.contains("zstd") {
             return Err(ImageError::UnsupportedCompression {
@@ -99,6 +101,20 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         }
     }
     Ok(Manifest::Image(m))
+}
+
+/// Digests end up in URLs and file names: only well-formed sha256 ones are accepted.
+fn check_digests<'a>(
+    mut descs: impl Iterator<Item = &'a Descriptor>,
+    what: &str,
+) -> Result<(), ImageError> {
+    match descs.find(|d| !is_valid_digest(&d.digest)) {
+        None => Ok(()),
+        Some(d) => Err(ImageError::Malformed {
+            what: what.into(),
+            reason: format!("unsupported digest {:?}", d.digest),
+        }),
+    }
 }
 
 /// The GOARCH name of the machine crius runs on.
@@ -234,6 +250,11 @@ mod tests {
         assert!(matches!(
             parse(b"{", None, "t"),
             Err(ImageError::Decode { .. })
+        ));
+        let evil = docker.replace(&digest('2'), "sha256:../../../etc");
+        assert!(matches!(
+            parse(evil.as_bytes(), None, "t"),
+            Err(ImageError::Malformed { .. })
         ));
         let zstd = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"digest": digest('1'), "size": 1},

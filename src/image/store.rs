@@ -104,6 +104,12 @@ impl ImageStore {
             .fetch_config(&mut session, &m.config, &mut lease)
             .await?;
         let diff_ids = config.rootfs().diff_ids().clone();
+        if let Some(bad) = diff_ids.iter().find(|d| !reference::is_valid_digest(d)) {
+            return Err(ImageError::Malformed {
+                what: format!("image config {}", m.config.digest),
+                reason: format!("unsupported diff id {bad:?}"),
+            });
+        }
         if diff_ids.len() != m.layers.len() {
             return Err(ImageError::Malformed {
                 what: format!("image {r}"),
