@@ -267,3 +267,25 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    /// A config as Docker Hub serves it (docker fields, nulls) decodes into the OCI type.
+    #[test]
+    fn docker_hub_config_decodes() {
+        let cfg = r#"{"architecture":"amd64","config":{"Hostname":"","Domainname":"","User":"",
+            "AttachStdin":false,"Tty":false,"Env":["PATH=/usr/local/sbin:/bin"],"Cmd":["sh"],
+            "Image":"sha256:1234","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,
+            "Labels":null,"ArgsEscaped":true,"ExposedPorts":{"80/tcp":{}},"StopSignal":"SIGQUIT",
+            "Healthcheck":{"Test":["CMD","true"]}},"container":"abc","container_config":{"Cmd":null},
+            "created":"2023-05-19T20:19:27.143359224Z","docker_version":"20.10.23",
+            "history":[{"created":"2023-05-19T20:19:26Z","created_by":"ADD file in /"},
+                       {"created":"2023-05-19T20:19:27Z","created_by":"CMD [\"sh\"]","empty_layer":true}],
+            "os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+        let c: oci_spec::image::ImageConfiguration = serde_json::from_str(cfg).unwrap();
+        assert_eq!(c.rootfs().diff_ids().len(), 1);
+        let inner = c.config().as_ref().unwrap();
+        assert_eq!(inner.cmd().as_deref(), Some(&["sh".to_string()][..]));
+        assert_eq!(inner.entrypoint(), &None);
+    }
+}

@@ -103,26 +103,18 @@ impl ImageStore {
         let config = self
             .fetch_config(&mut session, &m.config, &mut lease)
             .await?;
-        let diff_ids = config.rootfs().diff_ids().clone();
-        if let Some(bad) = diff_ids.iter().find(|d| !reference::is_valid_digest(d)) {
-            return Err(ImageError::Malformed {
-                what: format!("image config {}", m.config.digest),
-                reason: format!("unsupported diff id {bad:?}"),
-            });
-        }
-        if diff_ids.len() != m.layers.len() {
-            return Err(ImageError::Malformed {
-                what: format!("image {r}"),
-                reason: format!("{} layers but {} diff ids", m.layers.len(), diff_ids.len()),
-            });
-        }
+        let diff_ids = checked_diff_ids(&config, m.layers.len(), &m.config.digest)?;
         let chain_ids = chain_ids(&diff_ids);
         for ((layer, diff_id), chain_id) in m.layers.iter().zip(&diff_ids).zip(&chain_ids) {
+            // A snapshot that exists (kept for a container, or shared) needs no blob.
+            lease.hold(chain_id);
+            if snapshot_dir(&self.snapshots, chain_id).join("fs").is_dir() {
+                continue;
+            }
             lease.hold(&layer.digest);
             if !self.blobs.exists(&layer.digest) {
                 session.fetch_blob(layer, &self.blobs).await?;
             }
-            lease.hold(chain_id);
             self.unpack(layer, diff_id, chain_id).await?;
         }
         let image = Image {
@@ -331,6 +323,29 @@ fn find<'a>(images: &'a HashMap<String, Image>, s: &str) -> Option<&'a Image> {
         (Some(one), None) => Some(one),
         _ => None,
     }
+}
+
+/// The config's diff ids, one per layer, each a well-formed digest (they become paths).
+fn checked_diff_ids(
+    config: &oci_spec::image::ImageConfiguration,
+    layers: usize,
+    config_digest: &str,
+) -> Result<Vec<String>, ImageError> {
+    let diff_ids = config.rootfs().diff_ids().clone();
+    let malformed = |reason: String| ImageError::Malformed {
+        what: format!("image config {config_digest}"),
+        reason,
+    };
+    if let Some(bad) = diff_ids.iter().find(|d| !reference::is_valid_digest(d)) {
+        return Err(malformed(format!("unsupported diff id {bad:?}")));
+    }
+    if diff_ids.len() != layers {
+        return Err(malformed(format!(
+            "{layers} layers but {} diff ids",
+            diff_ids.len()
+        )));
+    }
+    Ok(diff_ids)
 }
 
 /// chain[0] = diff[0]; chain[n] = sha256(chain[n-1] + " " + diff[n]).
