@@ -381,8 +381,11 @@ fn pax_xattrs<R: Read>(
     };
     let mut out = Vec::new();
     for ext in exts.flatten() {
+        // Overlay's own xattrs (opaque, redirect, metacopy) steer the kernel's lookups:
+        // only whiteout conversion may set them, never the layer.
         if let Ok(key) = ext.key()
             && let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX)
+            && !name.starts_with("trusted.overlay.")
         {
             out.push((name.to_string(), ext.value_bytes().to_vec()));
         }

@@ -78,8 +78,11 @@ fn extracts_metadata_and_computes_diff_id() {
     h.set_gid(1001);
     h.set_mtime(12345);
     b.append_data(&mut h, "d/", &[][..]).unwrap();
-    b.append_pax_extensions([("SCHILY.xattr.user.k", &b"v"[..])])
-        .unwrap();
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.k", &b"v"[..]),
+        ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+    ])
+    .unwrap();
     let mut h = Header::new_gnu();
     h.set_mode(0o4755);
     h.set_uid(7);
@@ -116,6 +119,8 @@ fn extracts_metadata_and_computes_diff_id() {
         xattr::get(r.join("d/suid"), "user.k").unwrap(),
         Some(b"v".to_vec())
     );
+    let redirect = xattr::get(r.join("d/suid"), "trusted.overlay.redirect").unwrap();
+    assert_eq!(redirect, None);
     assert_eq!(fs::metadata(r.join("d/hard")).unwrap().ino(), s.ino());
     assert_eq!(
         fs::read_link(r.join("sym")).unwrap(),
