@@ -236,6 +236,13 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Collects blobs and snapshots no image references and `keep` does not name: for
+    /// the daemon to call once it knows its containers (e.g. after restart recovery).
+    pub fn prune(&self, keep: &HashSet<String>) {
+        let images = self.images.read().unwrap_or_else(PoisonError::into_inner);
+        self.collect_garbage(&images, keep);
+    }
+
     /// Best effort: what cannot be deleted now is retried at the next removal.
     fn collect_garbage(&self, images: &HashMap<String, Image>, keep: &HashSet<String>) {
         let leased = lock(&self.leases);

@@ -175,8 +175,10 @@ async fn remove_collects_unshared_content_but_keeps_in_use() {
     assert_eq!(snaps, want);
     assert!(!store.blobs.exists(&a.id) && store.blobs.exists(&b.id));
     assert!(!store.blobs.exists(&a.layer_digests[1]));
-    // Idempotent, and the next removal collects what is no longer kept.
+    // Idempotent; prune and the next removal collect what is no longer kept.
     store.remove("one", &HashSet::new()).unwrap();
+    store.prune(&HashSet::new());
+    assert_eq!(names(&env.root.join("snapshots")).len(), 2);
     store.remove(&b.id[7..19], &HashSet::new()).unwrap();
     assert!(names(&env.root.join("snapshots")).is_empty());
     assert!(names(&env.root.join("blobs/sha256")).is_empty());
@@ -208,6 +210,17 @@ async fn bearer_auth() {
     };
     store.pull("busybox", Some(&good)).await.unwrap();
     assert!(env.reg.token_requests.load(Ordering::SeqCst) >= 3);
+    let refresh = RegistryAuth {
+        identity_token: crate::image::testreg::REFRESH.into(),
+        ..Default::default()
+    };
+    store.pull("busybox", Some(&refresh)).await.unwrap();
+    let stale = RegistryAuth {
+        identity_token: "stale".into(),
+        ..Default::default()
+    };
+    let e = store.pull("busybox", Some(&stale)).await.unwrap_err();
+    assert_eq!(e.kind(), Kind::FailedPrecondition, "{e}");
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@ pub struct FakeRegistry {
 }
 
 const TOKEN: &str = "tok-123";
+/// The identity (refresh) token the fake token endpoint accepts.
+pub const REFRESH: &str = "refresh-xyz";
 
 pub async fn serve(reg: FakeRegistry) -> Arc<FakeRegistry> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -39,7 +41,7 @@ pub async fn serve(reg: FakeRegistry) -> Arc<FakeRegistry> {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                while !complete(&buf) {
                     match conn.read(&mut chunk).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -83,7 +85,8 @@ impl FakeRegistry {
         };
         let (path, _query) = target.split_once('?').unwrap_or((target, ""));
         if path == "/token" {
-            return self.token(header("authorization"));
+            let body = req.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            return self.token(header("authorization"), body);
         }
         let Some(rest) = path.strip_prefix("/v2/") else {
             return respond(404, &[], b"");
@@ -131,10 +134,22 @@ impl FakeRegistry {
         }
     }
 
-    fn token(&self, authorization: Option<String>) -> Vec<u8> {
+    /// GET with basic credentials, or the OAuth2 refresh-token POST (answered with the
+    /// `access_token` field, as OAuth2 servers do).
+    fn token(&self, authorization: Option<String>, body: &str) -> Vec<u8> {
         self.token_requests.fetch_add(1, Ordering::SeqCst);
         if self.auth.is_none() || self.basic {
             return respond(404, &[], b"");
+        }
+        if body.contains("grant_type=refresh_token") {
+            if !body
+                .split('&')
+                .any(|kv| kv == format!("refresh_token={REFRESH}"))
+            {
+                return respond(401, &[], b"");
+            }
+            let json = format!("{{\"access_token\":\"{TOKEN}\"}}");
+            return respond(200, &["Content-Type: application/json"], json.as_bytes());
         }
         if authorization != Some(self.basic_value()) {
             return respond(401, &[], b"");
@@ -145,6 +160,20 @@ impl FakeRegistry {
             format!("{{\"token\":\"{TOKEN}\"}}").as_bytes(),
         )
     }
+}
+
+/// Headers received, and as much body as Content-Length announces.
+fn complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    buf.len() >= end + 4 + len
 }
 
 fn respond(status: u16, headers: &[&str], body: &[u8]) -> Vec<u8> {
