@@ -68,48 +68,40 @@ impl<'a> Session<'a> {
 
     /// Resolves the reference to a single-platform manifest, verifying every digest.
     pub async fn resolve(&mut self) -> Result<Resolved, ImageError> {
-        let by_digest = self.reference.digest.clone();
+        let expected = self.reference.digest.clone();
         let target = self.reference.manifest_ref().to_string();
-        let (i, fetched) = self
-            .fetch_manifest_any(&target, by_digest.is_none())
+        let fetched = self
+            .fetch_manifest_any(&target, expected.as_deref())
             .await?;
         let repo_digest = sha256_digest(&fetched.bytes);
-        if let Some(d) = &by_digest {
-            verify(d, &repo_digest)?;
-        }
         let what = format!("manifest {}", self.reference);
-        match manifest::parse(&fetched.bytes, fetched.content_type.as_deref(), &what)? {
-            Manifest::Image(manifest) => Ok(Resolved {
-                repo_digest,
-                manifest,
-            }),
-            Manifest::Index(index) => {
-                let arch = manifest::host_architecture();
-                let desc = manifest::select_platform(&index, arch)
-                    .ok_or_else(|| ImageError::NoMatchingPlatform {
-                        reference: self.reference.to_string(),
-                        platform: format!("linux/{arch}"),
-                    })?
-                    .clone();
-                let manifest = self.fetch_platform_manifest(i, &desc).await?;
-                Ok(Resolved {
-                    repo_digest,
-                    manifest,
-                })
-            }
-        }
+        let manifest =
+            match manifest::parse(&fetched.bytes, fetched.content_type.as_deref(), &what)? {
+                Manifest::Image(m) => m,
+                Manifest::Index(index) => {
+                    let arch = manifest::host_architecture();
+                    let desc = manifest::select_platform(&index, arch)
+                        .ok_or_else(|| ImageError::NoMatchingPlatform {
+                            reference: self.reference.to_string(),
+                            platform: format!("linux/{arch}"),
+                        })?
+                        .clone();
+                    self.fetch_platform_manifest(&desc).await?
+                }
+            };
+        Ok(Resolved {
+            repo_digest,
+            manifest,
+        })
     }
 
     async fn fetch_platform_manifest(
         &mut self,
-        resolved_on: usize,
         desc: &Descriptor,
     ) -> Result<ImageManifest, ImageError> {
-        let fetched = match self.fetch_manifest(resolved_on, &desc.digest).await {
-            Ok(f) => f,
-            Err(_) => self.fetch_manifest_any(&desc.digest, false).await?.1,
-        };
-        verify(&desc.digest, &sha256_digest(&fetched.bytes))?;
+        let fetched = self
+            .fetch_manifest_any(&desc.digest, Some(&desc.digest))
+            .await?;
         let what = format!("manifest {}", desc.digest);
         let ct = fetched
             .content_type
@@ -124,16 +116,22 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Tries each host that may `resolve` (tags) or `pull` (digests), in order.
+    /// Tries, in order, each host that may `resolve` (for a tag) or `pull` (for a
+    /// digest, which the content must then match; a mismatch moves on to the next host).
     async fn fetch_manifest_any(
         &mut self,
         target: &str,
-        resolving: bool,
-    ) -> Result<(usize, Fetched), ImageError> {
+        expected: Option<&str>,
+    ) -> Result<Fetched, ImageError> {
+        let resolving = expected.is_none();
         let mut last = None;
         for i in self.usable(resolving) {
-            match self.fetch_manifest(i, target).await {
-                Ok(f) => return Ok((i, f)),
+            let result = self.fetch_manifest(i, target).await.and_then(|f| {
+                expected.map_or(Ok(()), |d| verify(d, &sha256_digest(&f.bytes)))?;
+                Ok(f)
+            });
+            match result {
+                Ok(f) => return Ok(f),
                 Err(e) => {
                     tracing::debug!(host = %self.endpoints[i].host.api_root, error = %e, "manifest fetch failed");
                     last = Some(more_telling(last, e));

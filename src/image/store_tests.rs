@@ -419,3 +419,25 @@ async fn snapshots_stack_as_overlay() {
     umount2(&target, MntFlags::MNT_DETACH).unwrap();
     assert_eq!(seen, (false, Some(b"k".to_vec()), vec!["b".to_string()]));
 }
+
+/// A mirror serving wrong content for a digest is skipped for the next host.
+#[tokio::test]
+async fn bad_mirror_content_falls_through_to_next_host() {
+    let env = Env::new(FakeRegistry::default()).await;
+    let good = serve(FakeRegistry::default()).await;
+    let img = busybox();
+    img.publish(&good, "library/busybox", "latest");
+    img.publish(&env.reg, "library/busybox", "latest");
+    let key = ("library/busybox".to_string(), img.manifest_digest.clone());
+    env.reg.manifests.lock().unwrap().get_mut(&key).unwrap().1 = b"{}".to_vec();
+    let toml = format!(
+        "server = \"http://{}\"\n[host.\"http://{}\"]\n",
+        good.addr(),
+        env.reg.addr()
+    );
+    fs::write(env.certs.join("docker.io/hosts.toml"), toml).unwrap();
+    let store = env.open();
+    let by_digest = format!("busybox@{}", img.manifest_digest);
+    let got = store.pull(&by_digest, None).await.unwrap();
+    assert_eq!(got.id, img.config_digest);
+}
