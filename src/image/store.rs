@@ -105,18 +105,20 @@ impl ImageStore {
             .await?;
         let diff_ids = checked_diff_ids(&config, m.layers.len(), &m.config.digest)?;
         let chain_ids = chain_ids(&diff_ids);
-        for ((layer, diff_id), chain_id) in m.layers.iter().zip(&diff_ids).zip(&chain_ids) {
-            // A snapshot that exists (kept for a container, or shared) needs no blob.
-            lease.hold(chain_id);
-            if snapshot_dir(&self.snapshots, chain_id).join("fs").is_dir() {
-                continue;
-            }
-            lease.hold(&layer.digest);
-            if !self.blobs.exists(&layer.digest) {
-                session.fetch_blob(layer, &self.blobs).await?;
-            }
-            self.unpack(layer, diff_id, chain_id).await?;
-        }
+        let mut unpacks = Vec::new();
+        let layers = LayerPlan {
+            layers: &m.layers,
+            diff_ids: &diff_ids,
+            chain_ids: &chain_ids,
+        };
+        let fetched = self
+            .fetch_layers(&mut session, &layers, &mut lease, &mut unpacks)
+            .await;
+        // Even after a failed download, wait for started unpacks: nothing of this pull
+        // may still be running (or leased) once it returns.
+        let unpacked = await_all(unpacks).await;
+        fetched?;
+        unpacked?;
         let image = Image {
             id: m.config.digest.clone(),
             repo_tags: r.tagged_name().into_iter().collect(),
@@ -155,12 +157,37 @@ impl ImageStore {
         })
     }
 
-    async fn unpack(
+    /// Downloads each layer that has no snapshot yet and starts its unpack, so layer n
+    /// unpacks on a blocking thread while layer n+1 downloads.
+    async fn fetch_layers(
+        &self,
+        session: &mut Session<'_>,
+        plan: &LayerPlan<'_>,
+        lease: &mut Lease<'_>,
+        unpacks: &mut Vec<UnpackTask>,
+    ) -> Result<(), ImageError> {
+        let zipped = plan.layers.iter().zip(plan.diff_ids).zip(plan.chain_ids);
+        for ((layer, diff_id), chain_id) in zipped {
+            // A snapshot that exists (kept for a container, or shared) needs no blob.
+            lease.hold(chain_id);
+            if snapshot_dir(&self.snapshots, chain_id).join("fs").is_dir() {
+                continue;
+            }
+            lease.hold(&layer.digest);
+            if !self.blobs.exists(&layer.digest) {
+                session.fetch_blob(layer, &self.blobs).await?;
+            }
+            unpacks.push(self.spawn_unpack(layer, diff_id, chain_id)?);
+        }
+        Ok(())
+    }
+
+    fn spawn_unpack(
         &self,
         layer: &Descriptor,
         diff_id: &str,
         chain_id: &str,
-    ) -> Result<(), ImageError> {
+    ) -> Result<UnpackTask, ImageError> {
         let blob = self.blobs.path(&layer.digest)?;
         let snapshots = self.snapshots.clone();
         let (layer, diff_id, chain_id) = (
@@ -168,7 +195,7 @@ impl ImageStore {
             diff_id.to_string(),
             chain_id.to_string(),
         );
-        tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || {
             unpack_layer(&UnpackRequest {
                 blob: &blob,
                 layer: &layer,
@@ -176,10 +203,7 @@ impl ImageStore {
                 chain_id: &chain_id,
                 snapshots: &snapshots,
             })
-        })
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))??;
-        Ok(())
+        }))
     }
 
     /// Records the image, merging names into an existing record of the same id and taking
@@ -330,6 +354,30 @@ fn find<'a>(images: &'a HashMap<String, Image>, s: &str) -> Option<&'a Image> {
         (Some(one), None) => Some(one),
         _ => None,
     }
+}
+
+type UnpackTask = tokio::task::JoinHandle<Result<PathBuf, ImageError>>;
+
+/// An image's layers with their config diff ids and computed chain ids, index-aligned.
+struct LayerPlan<'a> {
+    layers: &'a [Descriptor],
+    diff_ids: &'a [String],
+    chain_ids: &'a [String],
+}
+
+/// Awaits every task; the first failure is the result.
+async fn await_all(tasks: Vec<UnpackTask>) -> Result<(), ImageError> {
+    let mut first = None;
+    for task in tasks {
+        let result = match task.await {
+            Ok(r) => r.map(drop),
+            Err(e) => Err(ImageError::Task(e.to_string())),
+        };
+        if let Err(e) = result {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// The config's diff ids, one per layer, each a well-formed digest (they become paths).
