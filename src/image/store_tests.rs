@@ -341,7 +341,15 @@ async fn pull_from_real_registry() {
     let toml = format!("[host.\"http://{addr}\"]\ncapabilities = [\"pull\", \"resolve\"]\n");
     fs::write(certs.join("docker.io/hosts.toml"), toml).unwrap();
     let store = ImageStore::open(t.path().join("store"), certs).unwrap();
-    let img = store.pull("busybox", None).await.unwrap();
+    // Registry credentials as "user:password", for a registry with htpasswd auth.
+    let auth = std::env::var("CRIUS_TEST_REGISTRY_AUTH").ok().map(|a| {
+        use base64::Engine;
+        RegistryAuth {
+            auth: base64::engine::general_purpose::STANDARD.encode(a),
+            ..Default::default()
+        }
+    });
+    let img = store.pull("busybox", auth.as_ref()).await.unwrap();
     eprintln!(
         "pulled {} {:?} {:?} size {}",
         img.id, img.repo_tags, img.repo_digests, img.size
@@ -357,7 +365,7 @@ async fn pull_from_real_registry() {
         .split(',')
     {
         if !r.is_empty() {
-            let i = store.pull(r, None).await.unwrap();
+            let i = store.pull(r, auth.as_ref()).await.unwrap();
             eprintln!("pulled {r}: {} {:?}", i.id, i.repo_digests);
             for d in store.snapshot_dirs(&i) {
                 let out = std::process::Command::new("ls")
@@ -369,7 +377,10 @@ async fn pull_from_real_registry() {
             }
         }
     }
-    let again = store.pull(&img.repo_digests[0], None).await.unwrap();
+    let again = store
+        .pull(&img.repo_digests[0], auth.as_ref())
+        .await
+        .unwrap();
     assert_eq!(again.id, img.id);
     store.remove("busybox", &HashSet::new()).unwrap();
     assert!(store.get("busybox").is_none());
