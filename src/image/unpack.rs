@@ -67,6 +67,9 @@ pub fn unpack_layer(req: &UnpackRequest<'_>) -> Result<PathBuf, ImageError> {
 fn build_snapshot(req: &UnpackRequest<'_>, tmp: &Path) -> Result<(), ImageError> {
     let fs_dir = tmp.join("fs");
     fs::create_dir_all(&fs_dir).map_err(ImageError::io("creating", &fs_dir))?;
+    // The image's root directory: not subject to the daemon's umask.
+    fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))
+        .map_err(ImageError::io("chmod", &fs_dir))?;
     let file = fs::File::open(req.blob).map_err(ImageError::io("opening", req.blob))?;
     let diff_id = extract(file, &fs_dir, req.layer)?;
     if diff_id != req.diff_id {
