@@ -452,3 +452,16 @@ async fn bad_mirror_content_falls_through_to_next_host() {
     let got = store.pull(&by_digest, None).await.unwrap();
     assert_eq!(got.id, img.config_digest);
 }
+
+/// The daemon holds `Arc<ImageStore>` and awaits `pull` inside tonic handlers.
+#[test]
+fn store_is_sync_and_pull_future_is_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<ImageStore>();
+    let t = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(t.path().join("s"), t.path().join("c")).unwrap();
+    let auth = RegistryAuth::default();
+    let fut = store.pull("busybox", Some(&auth));
+    send(&fut);
+}
