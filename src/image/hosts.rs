@@ -90,7 +90,7 @@ pub fn hosts_for(config_dir: &Path, registry: &str) -> Result<Vec<RegistryHost>,
         let path = config_dir.join(dir).join("hosts.toml");
         match std::fs::read_to_string(&path) {
             Ok(text) => return Ok(parse_hosts(&text, registry, &path)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(ImageError::Io {
                     op: "reading",
@@ -98,6 +98,16 @@ pub fn hosts_for(config_dir: &Path, registry: &str) -> Result<Vec<RegistryHost>,
                     source,
                 });
             }
+        }
+        // Docker's layout, which containerd also reads: a directory of `*.crt` CAs.
+        if let Ok(entries) = std::fs::read_dir(config_dir.join(dir)) {
+            let mut host = to_host(&default_server(registry), HostKeys::default(), false, &path)?;
+            host.ca = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect();
+            host.ca.sort();
+            return Ok(vec![host]);
         }
     }
     let server = default_server(registry);
@@ -330,6 +340,12 @@ server = "https://registry-1.docker.io"
         assert_eq!(h[0].api_root.as_str(), "http://m:1/v2");
         assert_eq!(h[1].api_root.as_str(), "https://gcr.io/v2");
         std::fs::create_dir_all(t.path().join("gcr.io")).unwrap();
+        std::fs::write(t.path().join("gcr.io/ca.crt"), "").unwrap();
+        std::fs::write(t.path().join("gcr.io/client.cert"), "").unwrap();
+        let h = hosts_for(t.path(), "gcr.io").unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].api_root.as_str(), "https://gcr.io/v2");
+        assert_eq!(h[0].ca, vec![t.path().join("gcr.io/ca.crt")]);
         std::fs::write(
             t.path().join("gcr.io/hosts.toml"),
             "server = \"https://g\"\n",
