@@ -381,14 +381,14 @@ fn check_status(resp: Response, url: &Url, what: &str) -> Result<Response, Image
     }
 }
 
-/// Of two hosts' failures, a definite answer (not found, access refused, bad content)
-/// says more than a network error from a later host (typically the upstream behind a
-/// mirror, unreachable from an offline node).
+/// Of two hosts' failures, the earlier host's (the one configured first) is kept, unless
+/// it was a transport failure and the later one a definite answer (not found, access
+/// refused, bad content): typically a mirror that is down, then the upstream's answer.
 fn more_telling(prev: Option<ImageError>, new: ImageError) -> ImageError {
     let transport =
         |e: &ImageError| matches!(e, ImageError::Http { .. } | ImageError::Registry { .. });
     match prev {
-        Some(p) if !transport(&p) && transport(&new) => p,
+        Some(p) if !(transport(&p) && !transport(&new)) => p,
         _ => new,
     }
 }

@@ -338,7 +338,15 @@ async fn pull_from_real_registry() {
     let t = tempfile::tempdir().unwrap();
     let certs = t.path().join("certs.d");
     fs::create_dir_all(certs.join("docker.io")).unwrap();
-    let toml = format!("[host.\"http://{addr}\"]\ncapabilities = [\"pull\", \"resolve\"]\n");
+    // A bare host:port is plain HTTP; a URL may say https, with extra host keys (e.g.
+    // `skip_verify = true` or `ca = "/path/ca.crt"`) in CRIUS_TEST_REGISTRY_HOST_KEYS.
+    let url = if addr.starts_with("http") {
+        addr
+    } else {
+        format!("http://{addr}")
+    };
+    let extra = std::env::var("CRIUS_TEST_REGISTRY_HOST_KEYS").unwrap_or_default();
+    let toml = format!("[host.\"{url}\"]\ncapabilities = [\"pull\", \"resolve\"]\n{extra}\n");
     fs::write(certs.join("docker.io/hosts.toml"), toml).unwrap();
     let store = ImageStore::open(t.path().join("store"), certs).unwrap();
     // Registry credentials as "user:password", for a registry with htpasswd auth.
