@@ -115,13 +115,15 @@ fn split_tag(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The first component is a registry when it looks like a host (has '.' or ':', or is
-/// `localhost`) and is lowercase-free; otherwise the name is on Docker Hub.
+/// The first component is a registry when it looks like a host: it has a '.' or ':', is
+/// `localhost`, or has uppercase letters (which a repository path cannot have), as in
+/// docker's `splitDockerDomain`. Otherwise the name is on Docker Hub.
 fn split_registry(name: &str) -> (String, String) {
     let (registry, repo) = match name.split_once('/') {
         Some((first, rest))
-            if (first.contains(['.', ':']) || first == "localhost")
-                && !first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
         {
             (first.to_string(), rest.to_string())
         }
@@ -148,13 +150,19 @@ fn is_valid_tag(t: &str) -> bool {
 }
 
 fn is_valid_registry(r: &str) -> bool {
+    // "[::1]" or "[::1]:5000": an IPv6 literal, whose colons are not a port separator.
+    if let Some(rest) = r.strip_prefix('[') {
+        let Some((ip, port)) = rest.split_once(']') else {
+            return false;
+        };
+        let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(is_port);
+        return ip.parse::<std::net::Ipv6Addr>().is_ok() && port_ok;
+    }
     let (host, port) = match r.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (r, None),
     };
-    if let Some(p) = port
-        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if port.is_some_and(|p| !is_port(p)) {
         return false;
     }
     !host.is_empty()
@@ -166,6 +174,10 @@ fn is_valid_registry(r: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Path components: `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
@@ -252,6 +264,7 @@ mod tests {
             "",
             "Busybox",
             "docker.io/Library/busybox",
+            "foo/Bar",
             "busybox@sha256:abc",
             "busybox@md5:0123",
             &format!("busybox@{}", D.to_uppercase()),
@@ -278,8 +291,20 @@ mod tests {
     }
 
     #[test]
-    fn uppercase_first_component_is_hub_repo_and_rejected() {
-        // "Foo.io/bar": uppercase means it is not a host, so it is an (invalid) repo path.
-        assert!(normalize("Foo.io/bar").is_err());
+    fn registry_detection_follows_docker() {
+        // Uppercase marks a host, which may have it; a repository path may not.
+        let r = normalize("Foo.io/bar").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("Foo.io", "bar")
+        );
+        assert_eq!(normalize("Foo/bar").unwrap().registry, "Foo");
+        assert!(normalize("foo/Bar").is_err());
+        let r = normalize("[::1]:5000/x/y:t").unwrap();
+        assert_eq!(r.to_string(), "[::1]:5000/x/y:t");
+        assert_eq!(normalize("[fe80::1]/x").unwrap().registry, "[fe80::1]");
+        assert!(normalize("[::1/x").is_err());
+        assert!(normalize("[zz]:5000/x").is_err());
+        assert!(normalize("host:123456/x").is_err());
     }
 }
