@@ -34,6 +34,9 @@ pub struct RegistryHost {
     pub skip_verify: bool,
     pub ca: Vec<PathBuf>,
     pub headers: Vec<(String, String)>,
+    /// Client certificates: (certificate, key); no key file means the key is in the
+    /// certificate's file.
+    pub client: Vec<(PathBuf, Option<PathBuf>)>,
     /// Set for `[host]` entries: requests carry `?ns=<registry>` as containerd's do.
     pub mirror: bool,
 }
@@ -57,6 +60,45 @@ impl OneOrMany {
     }
 }
 
+/// `client = "both.pem"`, `client = ["a.pem", "b.pem"]` or `client = [["cert", "key"]]`,
+/// as containerd reads it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum ClientSpec {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<ClientItem>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ClientItem {
+    File(String),
+    Pair(Vec<String>),
+}
+
+impl ClientSpec {
+    fn into_pairs(self, base: &Path) -> Vec<(PathBuf, Option<PathBuf>)> {
+        let items = match self {
+            ClientSpec::None => Vec::new(),
+            ClientSpec::One(f) => vec![ClientItem::File(f)],
+            ClientSpec::Many(items) => items,
+        };
+        items
+            .into_iter()
+            .filter_map(|item| match item {
+                ClientItem::File(f) => Some((base.join(f), None)),
+                ClientItem::Pair(p) => {
+                    let mut it = p.into_iter();
+                    let cert = base.join(it.next()?);
+                    Some((cert, it.next().map(|k| base.join(k))))
+                }
+            })
+            .collect()
+    }
+}
+
 /// The per-host keys (also allowed at the top level, where they apply to `server`).
 #[derive(Debug, Default, Deserialize)]
 struct HostKeys {
@@ -69,6 +111,8 @@ struct HostKeys {
     ca: OneOrMany,
     #[serde(default)]
     header: toml::Table,
+    #[serde(default)]
+    client: ClientSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,14 +143,24 @@ pub fn hosts_for(config_dir: &Path, registry: &str) -> Result<Vec<RegistryHost>,
                 });
             }
         }
-        // Docker's layout, which containerd also reads: a directory of `*.crt` CAs.
+        // Docker's layout, which containerd also reads: `*.crt` CAs, `*.cert` + `*.key`.
         if let Ok(entries) = std::fs::read_dir(config_dir.join(dir)) {
+            let mut files: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            files.sort();
+            let has_ext = |p: &Path, x: &str| p.extension().is_some_and(|e| e == x);
             let mut host = to_host(&default_server(registry), HostKeys::default(), false, &path)?;
-            host.ca = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            host.ca = files
+                .iter()
+                .filter(|p| has_ext(p, "crt"))
+                .cloned()
                 .collect();
-            host.ca.sort();
+            host.client = files
+                .iter()
+                .filter(|p| has_ext(p, "cert"))
+                .map(|c| (c.clone(), Some(c.with_extension("key"))))
+                .filter(|(_, k)| k.as_ref().is_some_and(|k| k.is_file()))
+                .collect();
             return Ok(vec![host]);
         }
     }
@@ -195,6 +249,7 @@ fn to_host(
         skip_verify: keys.skip_verify,
         ca,
         headers,
+        client: keys.client.into_pairs(base),
         mirror,
     })
 }
@@ -258,6 +313,7 @@ server = "https://registry-1.docker.io"
 
 [host."http://127.0.0.1:5002"]
   capabilities = ["pull", "resolve"]
+  client = "c.pem"
 
 [host."https://mirror.example.com/prefix"]
   capabilities = ["pull"]
@@ -268,6 +324,7 @@ server = "https://registry-1.docker.io"
 
 [host."https://a.example/api"]
   override_path = true
+  client = [["c.cert", "c.key"], "both.pem"]
 "#,
             "docker.io",
         );
@@ -289,6 +346,16 @@ server = "https://registry-1.docker.io"
             vec![PathBuf::from("/etc/crius/certs.d/x/ca.pem")]
         );
         assert_eq!(hosts[1].headers, vec![("x-custom".into(), "1".into())]);
+        let d = Path::new("/etc/crius/certs.d/x");
+        assert_eq!(hosts[0].client, vec![(d.join("c.pem"), None)]);
+        assert_eq!(
+            hosts[2].client,
+            vec![
+                (d.join("c.cert"), Some(d.join("c.key"))),
+                (d.join("both.pem"), None)
+            ]
+        );
+        assert!(hosts[3].client.is_empty());
         assert!(hosts[0].mirror && !hosts[3].mirror);
         assert_eq!(hosts[3].capabilities, Capabilities::ALL);
     }
@@ -342,10 +409,17 @@ server = "https://registry-1.docker.io"
         std::fs::create_dir_all(t.path().join("gcr.io")).unwrap();
         std::fs::write(t.path().join("gcr.io/ca.crt"), "").unwrap();
         std::fs::write(t.path().join("gcr.io/client.cert"), "").unwrap();
+        std::fs::write(t.path().join("gcr.io/client.key"), "").unwrap();
+        std::fs::write(t.path().join("gcr.io/lonely.cert"), "").unwrap();
         let h = hosts_for(t.path(), "gcr.io").unwrap();
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].api_root.as_str(), "https://gcr.io/v2");
         assert_eq!(h[0].ca, vec![t.path().join("gcr.io/ca.crt")]);
+        let (cert, key) = (
+            t.path().join("gcr.io/client.cert"),
+            t.path().join("gcr.io/client.key"),
+        );
+        assert_eq!(h[0].client, vec![(cert, Some(key))]);
         std::fs::write(
             t.path().join("gcr.io/hosts.toml"),
             "server = \"https://g\"\n",

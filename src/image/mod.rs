@@ -84,6 +84,11 @@ pub enum ImageError {
     Registry { url: String, status: u16 },
     #[error("requesting {url}: {source}")]
     Http { url: String, source: reqwest::Error },
+    #[error("TLS material {path}: {source}")]
+    Tls {
+        path: PathBuf,
+        source: reqwest::Error,
+    },
     #[error("bad authentication challenge from {url}: {reason}")]
     BadChallenge { url: String, reason: String },
     #[error("content of {expected} has digest {actual}")]
@@ -140,7 +145,7 @@ impl Classify for ImageError {
             E::NotFound { .. } | E::NoMatchingPlatform { .. } => Kind::NotFound,
             // Retrying with the same credentials or configuration cannot succeed: the
             // caller (or the node's operator) has to change something first.
-            E::Unauthorized { .. } | E::Hosts(_) | E::NoUsableHost { .. } => {
+            E::Unauthorized { .. } | E::Hosts(_) | E::NoUsableHost { .. } | E::Tls { .. } => {
                 Kind::FailedPrecondition
             }
             E::Registry { .. } | E::Http { .. } | E::BadChallenge { .. } => Kind::Unavailable,

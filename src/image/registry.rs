@@ -352,13 +352,27 @@ fn build_client(host: &RegistryHost) -> Result<Client, ImageError> {
     }
     for ca in &host.ca {
         let pem = std::fs::read(ca).map_err(ImageError::io("reading CA", ca))?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(http_err(&host.api_root))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(tls_err(ca))?;
         for cert in certs {
             b = b.add_root_certificate(cert);
         }
     }
+    // One client identity per connection: the first configured pair is the one offered.
+    if let Some((cert, key)) = host.client.first() {
+        let mut pem =
+            std::fs::read(cert).map_err(ImageError::io("reading client certificate", cert))?;
+        if let Some(key) = key {
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(ImageError::io("reading client key", key))?);
+        }
+        b = b.identity(reqwest::Identity::from_pem(&pem).map_err(tls_err(cert))?);
+    }
     b.build().map_err(http_err(&host.api_root))
+}
+
+fn tls_err(path: &std::path::Path) -> impl FnOnce(reqwest::Error) -> ImageError {
+    let path = path.to_path_buf();
+    move |source| ImageError::Tls { path, source }
 }
 
 fn check_status(resp: Response, url: &Url, what: &str) -> Result<Response, ImageError> {
