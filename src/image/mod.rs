@@ -10,6 +10,7 @@
 mod auth;
 mod blobs;
 pub mod hosts;
+mod lease;
 mod manifest;
 pub mod reference;
 mod registry;

@@ -402,7 +402,7 @@ fn more_telling(prev: Option<ImageError>, new: ImageError) -> ImageError {
     let transport =
         |e: &ImageError| matches!(e, ImageError::Http { .. } | ImageError::Registry { .. });
     match prev {
-        Some(p) if !(transport(&p) && !transport(&new)) => p,
+        Some(p) if !transport(&p) || transport(&new) => p,
         _ => new,
     }
 }

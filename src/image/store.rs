@@ -7,6 +7,7 @@
 //! delete what the pull is about to reference.
 
 use super::blobs::BlobStore;
+use super::lease::{Lease, Leases};
 use super::manifest::Descriptor;
 use super::reference::{self, is_full_hex_id, is_lower_hex};
 use super::registry::Session;
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 /// Shortest id prefix `get` accepts, so short names are not mistaken for ids.
 const MIN_ID_PREFIX: usize = 4;
@@ -28,39 +29,7 @@ pub struct ImageStore {
     snapshots: PathBuf,
     records: PathBuf,
     images: RwLock<HashMap<String, Image>>,
-    leases: Mutex<HashMap<String, usize>>,
-}
-
-/// Keys (blob digests, chain ids) a pull in progress depends on; released on drop.
-struct Lease<'a> {
-    table: &'a Mutex<HashMap<String, usize>>,
-    keys: Vec<String>,
-}
-
-impl Lease<'_> {
-    fn hold(&mut self, key: &str) {
-        *lock(self.table).entry(key.to_string()).or_default() += 1;
-        self.keys.push(key.to_string());
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        let mut t = lock(self.table);
-        for k in &self.keys {
-            if let Some(n) = t.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
-                    t.remove(k);
-                }
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere cannot leave these maps half-updated: every update is one call.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    leases: Leases,
 }
 
 impl ImageStore {
@@ -82,7 +51,7 @@ impl ImageStore {
             snapshots,
             records,
             images: RwLock::new(images),
-            leases: Mutex::new(HashMap::new()),
+            leases: Leases::default(),
         })
     }
 
@@ -96,10 +65,7 @@ impl ImageStore {
         let mut session = Session::new(&r, hosts, auth)?;
         let resolved = session.resolve().await?;
         let m = &resolved.manifest;
-        let mut lease = Lease {
-            table: &self.leases,
-            keys: Vec::new(),
-        };
+        let mut lease = self.leases.lease();
         let config = self
             .fetch_config(&mut session, &m.config, &mut lease)
             .await?;
@@ -269,7 +235,7 @@ impl ImageStore {
 
     /// Best effort: what cannot be deleted now is retried at the next removal.
     fn collect_garbage(&self, images: &HashMap<String, Image>, keep: &HashSet<String>) {
-        let leased = lock(&self.leases);
+        let leased = self.leases.table();
         let mut used: HashSet<String> = leased.keys().cloned().collect();
         for img in images.values() {
             used.insert(img.id.clone());
