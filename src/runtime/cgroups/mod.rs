@@ -33,7 +33,7 @@ pub enum Version {
 
 /// A cgroup identified by a path relative to the hierarchy root(s), e.g.
 /// `crius/pod-<id>/<ctr-id>`.
-pub trait CgroupManager {
+pub trait CgroupManager: Send + Sync {
     /// Creates the cgroup (and parents) in every relevant hierarchy. Idempotent.
     fn create(&self) -> Result<(), CgroupError>;
     /// Writes the CPU, memory and pids limits in `resources`.
