@@ -445,13 +445,12 @@ fn status_of(rec: &PodRecord) -> cri::PodSandboxStatus {
         ip: ips.next().unwrap_or_default(),
         additional_ips: ips.map(|ip| cri::PodIp { ip }).collect(),
     };
-    let options = rec
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
+    // Without options the pod gets kubelet's defaults: its own network and IPC, and a
+    // PID namespace per container (the zero value would claim a shared pod PID ns).
+    let options = namespace_options(&rec.config).unwrap_or(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        ..Default::default()
+    });
     cri::PodSandboxStatus {
         id: rec.id.clone(),
         metadata: rec.config.metadata.clone(),
