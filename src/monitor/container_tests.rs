@@ -125,7 +125,6 @@ async fn wait_exited(r: &Running, id: &str) -> proto::State {
 }
 
 #[tokio::test]
-#[ignore = "needs root and the runtime"]
 async fn container_lifecycle_logs_and_exit_record() {
     let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
     let fx = Fixture::new(&r);
@@ -160,7 +159,6 @@ async fn container_lifecycle_logs_and_exit_record() {
 }
 
 #[tokio::test]
-#[ignore = "needs root and the runtime"]
 async fn exec_sync_output_timeout_and_hangup() {
     let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
     let fx = Fixture::new(&r);
@@ -207,7 +205,6 @@ async fn exec_sync_output_timeout_and_hangup() {
 }
 
 #[tokio::test]
-#[ignore = "needs root and the runtime"]
 async fn kill_delete_and_shutdown_with_running_containers() {
     let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
     let fx = Fixture::new(&r);
@@ -239,7 +236,6 @@ async fn kill_delete_and_shutdown_with_running_containers() {
 /// The monitor blocks SIGCHLD (for its signalfd) and the Rust runtime ignores SIGPIPE;
 /// neither may leak into containers: the runtime resets both before execve.
 #[tokio::test]
-#[ignore = "needs root and the runtime"]
 async fn container_processes_start_with_default_signals() {
     let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
     let fx = Fixture::new(&r);
