@@ -1,6 +1,5 @@
 //! Containers through a real monitor and the real runtime: busybox rootfs, cgroups under
-//! a test-only parent. Needs root and the runtime (ignored until both are merged: run with
-//! `cargo test monitor::container_tests -- --ignored`).
+//! a test-only parent. Needs root, as CI runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
