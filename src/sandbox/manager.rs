@@ -190,7 +190,8 @@ impl PodManager {
         let dir = self.run_dir(&rec.id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let set = NamespaceSet::from_cri(namespace_options(&rec.config).as_ref());
-        let ns = namespaces::create_namespace_set(&dir, set, &rec.config.hostname)?;
+        let hostname = effective_hostname(&rec.config)?;
+        let ns = namespaces::create_namespace_set(&dir, set, &hostname)?;
         let cg = cgroups::manager(&self.settings.cgroup_root, &rec.cgroup)?;
         cg.create()?;
         let mut ips = Vec::new();
@@ -201,8 +202,8 @@ impl PodManager {
         }
         let ip = ips.first().copied();
         files::write_resolv_conf(&dir, rec.config.dns_config.as_ref())?;
-        files::write_hostname(&dir, &rec.config.hostname)?;
-        files::write_hosts(&dir, &rec.config.hostname, ip)?;
+        files::write_hostname(&dir, &hostname)?;
+        files::write_hosts(&dir, &hostname, ip)?;
         self.spawn_monitor(&rec.id).await?;
         self.save(entry, |r| {
             r.ips = ips;
@@ -393,6 +394,16 @@ fn namespace_options(c: &cri::PodSandboxConfig) -> Option<cri::NamespaceOption> 
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
+}
+
+/// The pod's hostname; like containerd, the node's own when the config names none.
+fn effective_hostname(c: &cri::PodSandboxConfig) -> Result<String> {
+    if !c.hostname.is_empty() {
+        return Ok(c.hostname.clone());
+    }
+    nix::unistd::gethostname()
+        .map_err(|e| Error::io("reading", "the node's hostname", e.into()))
+        .map(|h| h.to_string_lossy().into_owned())
 }
 
 fn check_supported(c: &cri::PodSandboxConfig) -> Result<()> {
