@@ -1,0 +1,419 @@
+//! A real crius daemon for one test: its own config, state dirs, socket, cgroup parent and
+//! CNI network, started from the binary cargo built, and torn down with a leak check.
+//!
+//! Every daemon with a network takes an exclusive `flock` on [`NET_LOCK`] for its whole
+//! life: they all share the bridge `criuse2e0` and the subnet 10.89.0.0/24, so only one may
+//! exist at a time on the machine (other worktrees run these tests too). Daemons without a
+//! network (image tests, the NetworkReady=false check) run in parallel.
+
+use crate::leaks::{self, Scope};
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub type Runtime = RuntimeServiceClient<Channel>;
+pub type Images = ImageServiceClient<Channel>;
+
+/// The crius binary under test.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_crius");
+pub const BRIDGE: &str = "criuse2e0";
+pub const SUBNET_PREFIX: &str = "10.89.0.";
+pub const REGISTRY: &str = "127.0.0.1:5000";
+const NET_LOCK: &str = "/run/crius-e2e.lock";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// What kind of daemon a test needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Write the test bridge network into the CNI conf dir (and take the network lock).
+    pub network: bool,
+}
+
+/// Where one daemon keeps everything.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The tempdir holding root, run_root, config, CNI and pod log dirs.
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+    /// Short, because a Unix socket path is limited to 108 bytes.
+    pub sock_dir: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_parent: String,
+    pub cni_conf_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Daemon {
+    pub paths: Paths,
+    options: Options,
+    child: Option<Child>,
+    dir: Option<TempDir>,
+    _net_lock: Option<Flock<File>>,
+}
+
+impl Daemon {
+    /// A daemon with the test network.
+    pub async fn start() -> Daemon {
+        Daemon::start_with(Options { network: true }).await
+    }
+
+    pub async fn start_with(options: Options) -> Daemon {
+        let net_lock = options.network.then(take_net_lock);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("crius-e2e-{}-{n}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix("crius-e2e-")
+            .tempdir()
+            .expect("creating the test tempdir");
+        let paths = Paths::new(dir.path(), &name);
+        write_config(&paths, options);
+        let mut daemon = Daemon {
+            paths,
+            options,
+            child: None,
+            dir: Some(dir),
+            _net_lock: net_lock,
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    async fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.paths.log)
+            .expect("opening the daemon log");
+        let child = Command::new(BINARY)
+            .arg("--config")
+            .arg(&self.paths.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup of the daemon log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning crius");
+        self.child = Some(child);
+        self.wait_for_socket().await;
+    }
+
+    async fn wait_for_socket(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                panic!("crius exited during startup ({status})");
+            }
+            if tokio::net::UnixStream::connect(&self.paths.socket)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crius did not listen on {} within {START_TIMEOUT:?}",
+                self.paths.socket.display(),
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    async fn channel(&self) -> Channel {
+        let socket = self.paths.socket.clone();
+        Endpoint::try_from("http://[::]:50051")
+            .expect("static endpoint URI")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(socket).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .expect("connecting to the crius socket")
+    }
+
+    pub async fn runtime(&self) -> Runtime {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    pub async fn images(&self) -> Images {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    /// SIGKILL the daemon (not its monitors), as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the daemon again on the same config and state.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// SIGTERM, then SIGKILL if the daemon has not exited within [`STOP_TIMEOUT`].
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("crius ignored SIGTERM for {STOP_TIMEOUT:?}; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.paths.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn scope(&self) -> Scope {
+        Scope {
+            dirs: vec![self.paths.dir.clone(), self.paths.sock_dir.clone()],
+            root: self.paths.root.clone(),
+            run_root: self.paths.run_root.clone(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: self.paths.cgroup_parent.clone(),
+            bridge: self.options.network.then(|| BRIDGE.to_string()),
+            binary: PathBuf::from(BINARY),
+        }
+    }
+
+    /// The end of every test: remove every pod and container through CRI, stop the
+    /// daemon gracefully, and assert that nothing was left behind.
+    pub async fn teardown(mut self) {
+        if self.child.is_some() {
+            remove_everything(&mut self.runtime().await).await;
+            self.stop();
+        }
+        // On failure, Drop prints the daemon log and cleans up by force.
+        leaks::assert_no_leaks(&self.scope());
+    }
+}
+
+impl Drop for Daemon {
+    /// Whatever happened in the test, leave the machine clean; the tempdir is deleted
+    /// only when nothing is mounted under it any more.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- crius log ({})\n{}",
+                self.paths.log.display(),
+                self.log()
+            );
+        }
+        self.kill9();
+        let clean = leaks::force_cleanup(&self.scope());
+        let _ = fs::remove_dir_all(&self.paths.sock_dir);
+        if let Some(dir) = self.dir.take()
+            && !clean
+        {
+            eprintln!("mounts remain under {}; keeping it", dir.keep().display());
+        }
+    }
+}
+
+impl Paths {
+    fn new(dir: &Path, name: &str) -> Paths {
+        let sock_dir = PathBuf::from("/run").join(name);
+        Paths {
+            dir: dir.to_path_buf(),
+            root: dir.join("root"),
+            run_root: dir.join("run"),
+            socket: sock_dir.join("crius.sock"),
+            sock_dir,
+            cgroup_parent: name.to_string(),
+            cni_conf_dir: dir.join("cni"),
+            config: dir.join("config.toml"),
+            log: dir.join("crius.log"),
+        }
+    }
+
+    /// A pod log directory, created as kubelet would.
+    pub fn pod_log_dir(&self, pod: &str) -> PathBuf {
+        let dir = self.dir.join("logs").join(pod);
+        fs::create_dir_all(&dir).expect("creating the pod log dir");
+        dir
+    }
+}
+
+fn take_net_lock() -> Flock<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(NET_LOCK)
+        .expect("opening the e2e network lock");
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .expect("locking the e2e network lock")
+}
+
+fn write_config(paths: &Paths, options: Options) {
+    fs::create_dir_all(&paths.sock_dir).expect("creating the socket dir");
+    fs::create_dir_all(&paths.cni_conf_dir).expect("creating the CNI conf dir");
+    let certs = paths.dir.join("certs.d");
+    write_mirrors(&certs);
+    if options.network {
+        let conflist = crate::fixtures::test_conflist(&paths.dir.join("ipam"));
+        fs::write(paths.cni_conf_dir.join("10-e2e.conflist"), conflist)
+            .expect("writing the test conflist");
+    }
+    let level = std::env::var("CRIUS_E2E_LOG").unwrap_or_else(|_| "debug".into());
+    let q = |p: &Path| toml::Value::String(path_str(p)).to_string();
+    let config = format!(
+        "socket = {}\nroot = {}\nrun_root = {}\ncgroup_parent = {}\n\
+         cgroup_root = \"/sys/fs/cgroup\"\nlog_level = {}\n\n\
+         [cni]\nconf_dir = {}\nbin_dirs = [\"/opt/cni/bin\", \"/usr/lib/cni\"]\n\n\
+         [registry]\nconfig_path = {}\n",
+        q(&paths.socket),
+        q(&paths.root),
+        q(&paths.run_root),
+        toml::Value::String(paths.cgroup_parent.clone()),
+        toml::Value::String(level),
+        q(&paths.cni_conf_dir),
+        q(&certs),
+    );
+    fs::write(&paths.config, config).expect("writing the test config");
+}
+
+/// The same mirrors as hack/mirrors.sh, plus plain HTTP for the registry's own name.
+fn write_mirrors(certs: &Path) {
+    let mirror = format!("http://{REGISTRY}");
+    for (host, server) in [
+        ("docker.io", "https://registry-1.docker.io"),
+        ("registry.k8s.io", "https://registry.k8s.io"),
+        ("k8s.gcr.io", "https://k8s.gcr.io"),
+        ("gcr.io", "https://gcr.io"),
+        (REGISTRY, mirror.as_str()),
+    ] {
+        let dir = certs.join(host);
+        fs::create_dir_all(&dir).expect("creating a certs.d host dir");
+        let mut f = File::create(dir.join("hosts.toml")).expect("creating hosts.toml");
+        writeln!(
+            f,
+            "server = \"{server}\"\n\n[host.\"{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]"
+        )
+        .expect("writing hosts.toml");
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().expect("test paths are UTF-8").to_string()
+}
+
+/// Stop and remove every pod and container the daemon knows, as kubelet would.
+async fn remove_everything(rt: &mut Runtime) {
+    use k8s_cri::v1::*;
+    let containers = rt
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .expect("ListContainers during teardown")
+        .into_inner()
+        .containers;
+    for c in containers {
+        rt.remove_container(RemoveContainerRequest {
+            container_id: c.id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemoveContainer {} during teardown: {e}", c.id));
+    }
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .expect("ListPodSandbox during teardown")
+        .into_inner()
+        .items;
+    for p in pods {
+        let id = p.id.clone();
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox {id} during teardown: {e}"));
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox {id} during teardown: {e}"));
+    }
+}
+
+/// Whether the test can run here: root is needed, and so is the local registry when
+/// `registry` is set. Outside CI a missing prerequisite skips the test with a message;
+/// in CI (CI=true) it fails it.
+pub fn preflight(test: &str, registry: bool) -> bool {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let missing = if !nix::unistd::geteuid().is_root() {
+        Some("not running as root".to_string())
+    } else if registry && !registry_up() {
+        Some(format!(
+            "no registry on {REGISTRY} (run hack/registry.sh && hack/images.sh)"
+        ))
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(why) if in_ci => panic!("{test}: {why}"),
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+fn registry_up() -> bool {
+    let Ok(addr) = REGISTRY.parse() else {
+        return false;
+    };
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn
+        .write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}

@@ -1,0 +1,176 @@
+//! ImageService: pulls through the mirrors, list, status, remove, and pull errors.
+
+use crate::fixtures::*;
+use crate::harness::{Daemon, Images, Options, REGISTRY, preflight};
+use k8s_cri::v1::*;
+use tonic::Code;
+
+async fn image_daemon() -> Daemon {
+    Daemon::start_with(Options { network: false }).await
+}
+
+async fn status(images: &mut Images, name: &str) -> Option<Image> {
+    images
+        .image_status(ImageStatusRequest {
+            image: image(name),
+            verbose: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ImageStatus {name}: {e}"))
+        .into_inner()
+        .image
+}
+
+async fn list(images: &mut Images) -> Vec<Image> {
+    images
+        .list_images(ListImagesRequest { filter: None })
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images
+}
+
+async fn pull_result(images: &mut Images, name: &str) -> Result<String, tonic::Status> {
+    images
+        .pull_image(PullImageRequest {
+            image: image(name),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+#[tokio::test]
+async fn image_pull_list_status_remove() {
+    if !preflight("image_pull_list_status_remove", true) {
+        return;
+    }
+    let d = image_daemon().await;
+    let mut img = d.images().await;
+
+    assert!(
+        status(&mut img, BUSYBOX).await.is_none(),
+        "nothing pulled yet"
+    );
+    let busybox_ref = pull(&mut img, BUSYBOX).await;
+    assert!(!busybox_ref.is_empty());
+    let pause_ref = pull(&mut img, PAUSE).await;
+    assert_ne!(busybox_ref, pause_ref);
+
+    let all = list(&mut img).await;
+    let tags: Vec<&str> = all
+        .iter()
+        .flat_map(|i| i.repo_tags.iter().map(String::as_str))
+        .collect();
+    assert!(tags.contains(&BUSYBOX_FULL), "tags {tags:?}");
+    assert!(tags.contains(&PAUSE), "tags {tags:?}");
+
+    let st = status(&mut img, BUSYBOX).await.expect("busybox after pull");
+    assert_eq!(
+        st.id, busybox_ref,
+        "ImageStatus id is the ref PullImage returned"
+    );
+    assert!(st.size > 0);
+    assert!(st.repo_tags.iter().any(|t| t == BUSYBOX_FULL), "{st:?}");
+    assert!(
+        st.repo_digests
+            .iter()
+            .any(|t| t.contains("busybox@sha256:")),
+        "{st:?}"
+    );
+    // By full name and by id, the same image.
+    assert_eq!(
+        status(&mut img, BUSYBOX_FULL).await.map(|i| i.id),
+        Some(st.id.clone())
+    );
+    assert_eq!(
+        status(&mut img, &busybox_ref).await.map(|i| i.id),
+        Some(st.id.clone())
+    );
+
+    img.remove_image(RemoveImageRequest {
+        image: image(BUSYBOX),
+    })
+    .await
+    .expect("RemoveImage busybox");
+    assert!(status(&mut img, BUSYBOX).await.is_none(), "busybox removed");
+    assert!(status(&mut img, PAUSE).await.is_some(), "pause kept");
+    assert_eq!(list(&mut img).await.len(), all.len() - 1);
+    // RemoveImage is idempotent.
+    img.remove_image(RemoveImageRequest {
+        image: image(BUSYBOX),
+    })
+    .await
+    .expect("second RemoveImage busybox");
+    d.teardown().await;
+}
+
+/// OCI index, Docker schema 2, OCI manifest, Docker manifest list, and a two-layer
+/// image: images.sh pushes one of each.
+#[tokio::test]
+async fn pulls_every_manifest_format() {
+    if !preflight("pulls_every_manifest_format", true) {
+        return;
+    }
+    let d = image_daemon().await;
+    let mut img = d.images().await;
+    for name in [
+        "busybox:latest",
+        "docker.io/library/busybox:1.36",
+        E2E_BUSYBOX,
+        PAUSE,
+        LAYERS,
+        &format!("{REGISTRY}/library/busybox:1.36"),
+    ] {
+        let r = pull(&mut img, name).await;
+        let st = status(&mut img, name)
+            .await
+            .unwrap_or_else(|| panic!("{name} pulled but ImageStatus says absent"));
+        assert_eq!(st.id, r, "{name}");
+    }
+    // The same layers under two names: pulling again is cheap and idempotent.
+    let again = pull(&mut img, "busybox:latest").await;
+    assert_eq!(Some(again), status(&mut img, BUSYBOX).await.map(|i| i.id));
+    d.teardown().await;
+}
+
+#[tokio::test]
+async fn pull_errors() {
+    if !preflight("pull_errors", true) {
+        return;
+    }
+    let d = image_daemon().await;
+    let mut img = d.images().await;
+    for missing in [
+        format!("{REGISTRY}/crius-test/does-not-exist:1"),
+        format!("{REGISTRY}/library/busybox:no-such-tag"),
+    ] {
+        let r = pull_result(&mut img, &missing).await;
+        assert_eq!(code(&r), Code::NotFound, "{missing}: {r:?}");
+    }
+    for bad in [
+        "UPPER/case:1",
+        "busybox@sha256:not-hex",
+        "busybox:bad tag",
+        "",
+    ] {
+        let r = pull_result(&mut img, bad).await;
+        assert_eq!(code(&r), Code::InvalidArgument, "{bad:?}: {r:?}");
+        let st = img
+            .image_status(ImageStatusRequest {
+                image: image(bad),
+                verbose: false,
+            })
+            .await;
+        assert_eq!(
+            code(&st),
+            Code::InvalidArgument,
+            "ImageStatus {bad:?}: {st:?}"
+        );
+    }
+    assert!(
+        list(&mut img).await.is_empty(),
+        "failed pulls stored nothing"
+    );
+    d.teardown().await;
+}
