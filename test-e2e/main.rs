@@ -15,3 +15,4 @@ mod images;
 mod leaks;
 mod pods;
 mod restart;
+mod selftest;
