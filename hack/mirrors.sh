@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Write containerd-style certs.d mirror files that send pulls for the usual public
-# registries to the local test registry (hack/registry.sh) over plain HTTP.
+# registries to the local test registry (hack/registry.sh) over plain HTTP, and make
+# the local registry itself a plain-HTTP host.
 # Usage: hack/mirrors.sh DIR [MIRROR_URL]   (default http://127.0.0.1:5000)
 set -euo pipefail
 DIR=${1:?usage: hack/mirrors.sh DIR [MIRROR_URL]}
@@ -22,4 +23,13 @@ server = "$(upstream "$host")"
   capabilities = ["pull", "resolve"]
 TOML
 done
-echo "mirrors: $DIR/{docker.io,registry.k8s.io,k8s.gcr.io,gcr.io}/hosts.toml -> $MIRROR"
+# The mirror under its own name too, so that pulls of 127.0.0.1:5000/... use plain HTTP.
+host=${MIRROR#*://}
+mkdir -p "$DIR/$host"
+cat >"$DIR/$host/hosts.toml" <<TOML
+server = "$MIRROR"
+
+[host."$MIRROR"]
+  capabilities = ["pull", "resolve"]
+TOML
+echo "mirrors: $DIR/{docker.io,registry.k8s.io,k8s.gcr.io,gcr.io,$host}/hosts.toml -> $MIRROR"

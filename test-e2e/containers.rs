@@ -68,6 +68,7 @@ async fn container_lifecycle() {
     assert_eq!(listed[0].pod_sandbox_id, pod_id);
 
     start(&mut rt, &id).await.expect("StartContainer");
+    list_filters(&mut rt, &id, &pod_id).await;
     let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
     assert!(st.started_at >= st.created_at);
@@ -109,6 +110,82 @@ async fn container_lifecycle() {
     assert_eq!(code(&gone), Code::NotFound);
     assert!(list_containers(&mut rt).await.is_empty());
     d.teardown().await;
+}
+
+async fn count(rt: &mut Runtime, filter: ContainerFilter) -> usize {
+    rt.list_containers(ListContainersRequest {
+        filter: Some(filter),
+    })
+    .await
+    .expect("ListContainers")
+    .into_inner()
+    .containers
+    .len()
+}
+
+async fn list_filters(rt: &mut Runtime, id: &str, pod_id: &str) {
+    let state = |s: ContainerState| Some(ContainerStateValue { state: s as i32 });
+    let pod = ContainerFilter {
+        pod_sandbox_id: pod_id.into(),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            ContainerFilter {
+                id: id.into(),
+                ..Default::default()
+            },
+            1,
+        ),
+        // kubelet and crictl filter by unique id prefix too.
+        (
+            ContainerFilter {
+                id: id[..12].into(),
+                ..Default::default()
+            },
+            1,
+        ),
+        (pod.clone(), 1),
+        (
+            ContainerFilter {
+                pod_sandbox_id: "0".repeat(64),
+                ..Default::default()
+            },
+            0,
+        ),
+        (
+            ContainerFilter {
+                state: state(ContainerState::ContainerRunning),
+                ..pod.clone()
+            },
+            1,
+        ),
+        (
+            ContainerFilter {
+                state: state(ContainerState::ContainerExited),
+                ..pod.clone()
+            },
+            0,
+        ),
+        (
+            ContainerFilter {
+                label_selector: labels(&[("container", "main")]),
+                ..pod.clone()
+            },
+            1,
+        ),
+        (
+            ContainerFilter {
+                label_selector: labels(&[("container", "x")]),
+                ..pod
+            },
+            0,
+        ),
+    ];
+    for (filter, want) in cases {
+        let got = count(rt, filter.clone()).await;
+        assert_eq!(got, want, "ListContainers {filter:?}");
+    }
 }
 
 async fn exec_checks(rt: &mut Runtime, id: &str, pod_id: &str) {

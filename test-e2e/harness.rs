@@ -229,8 +229,9 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
-    /// Whatever happened in the test, leave the machine clean; the tempdir is deleted
-    /// only when nothing is mounted under it any more.
+    /// Whatever happened in the test, stop the daemon (gracefully, then by force) and
+    /// leave the machine clean; the tempdir is deleted only when nothing is mounted under
+    /// it any more.
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
@@ -239,7 +240,7 @@ impl Drop for Daemon {
                 self.log()
             );
         }
-        self.kill9();
+        self.stop();
         let clean = leaks::force_cleanup(&self.scope());
         let _ = fs::remove_dir_all(&self.paths.sock_dir);
         if let Some(dir) = self.dir.take()
