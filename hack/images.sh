@@ -132,7 +132,7 @@ put_index library/busybox:latest single-manifest "$OCI_INDEX"
 
 layer pause "" busybox_rootfs
 configure pause --config.entrypoint sh --config.entrypoint -c \
-  --config.entrypoint 'trap "kill \$! 2>/dev/null; exit 0" TERM INT; sleep infinity & wait'
+  --config.entrypoint 'trap "kill \$!; exit 0" TERM INT; sleep infinity & wait'
 push pause pause:3.10-manifest --format v2s2
 put_index pause:3.10 3.10-manifest "$DOCKER_LIST"
 
