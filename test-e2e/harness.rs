@@ -288,6 +288,8 @@ fn take_net_lock() -> Flock<File> {
 }
 
 fn write_config(paths: &Paths, options: Options) {
+    // A dir of the same name can only be a leftover of a crashed run with the same pid.
+    let _ = fs::remove_dir_all(&paths.sock_dir);
     fs::create_dir_all(&paths.sock_dir).expect("creating the socket dir");
     fs::create_dir_all(&paths.cni_conf_dir).expect("creating the CNI conf dir");
     let certs = paths.dir.join("certs.d");
