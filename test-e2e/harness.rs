@@ -31,7 +31,9 @@ pub const SUBNET_PREFIX: &str = "10.89.0.";
 pub const REGISTRY: &str = "127.0.0.1:5000";
 const NET_LOCK: &str = "/run/crius-e2e.lock";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// An idle daemon must exit this soon after SIGTERM, even with clients connected
+/// (kubelet never closes its connection).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -178,21 +180,29 @@ impl Daemon {
 
     /// SIGTERM, then SIGKILL if the daemon has not exited within [`STOP_TIMEOUT`].
     pub fn stop(&mut self) {
+        if !self.stop_within(STOP_TIMEOUT) {
+            eprintln!("crius ignored SIGTERM for {STOP_TIMEOUT:?}; killed it");
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `limit`. True if SIGTERM alone stopped the daemon
+    /// (or it was not running).
+    pub fn stop_within(&mut self, limit: Duration) -> bool {
         let Some(mut child) = self.child.take() else {
-            return;
+            return true;
         };
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
         let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                return;
+                return true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("crius ignored SIGTERM for {STOP_TIMEOUT:?}; killing it");
         let _ = child.kill();
         let _ = child.wait();
+        false
     }
 
     /// The daemon's stderr so far.

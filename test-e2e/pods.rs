@@ -1,7 +1,7 @@
 //! Version, Status, and the pod sandbox lifecycle with list filters.
 
 use crate::fixtures::*;
-use crate::harness::{Daemon, Options, Runtime, SUBNET_PREFIX, preflight};
+use crate::harness::{Daemon, Options, Runtime, STOP_TIMEOUT, SUBNET_PREFIX, preflight};
 use k8s_cri::v1::*;
 use tonic::Code;
 
@@ -179,5 +179,29 @@ async fn pod_lifecycle() {
     .await
     .expect("RemovePodSandbox of a ready pod");
     assert!(list_pods(&mut rt, None).await.is_empty());
+    d.teardown().await;
+}
+
+/// kubelet keeps its connection open: SIGTERM must stop the daemon anyway, promptly,
+/// and remove its socket.
+#[tokio::test]
+async fn sigterm_with_a_client_connected() {
+    if !preflight("sigterm_with_a_client_connected", false) {
+        return;
+    }
+    let mut d = Daemon::start_with(Options { network: false }).await;
+    let mut rt = d.runtime().await;
+    rt.version(VersionRequest::default())
+        .await
+        .expect("Version");
+    let started = std::time::Instant::now();
+    let stopped = d.stop_within(STOP_TIMEOUT);
+    assert!(
+        stopped,
+        "crius still running {STOP_TIMEOUT:?} after SIGTERM"
+    );
+    eprintln!("stopped in {:?}", started.elapsed());
+    assert!(!d.paths.socket.exists(), "socket left behind");
+    drop(rt);
     d.teardown().await;
 }
