@@ -30,13 +30,13 @@ step() {  # step NAME CMD...: run, time and record one step
 # Leftovers of e2e runs: names the harness (test-e2e/harness.rs) gives to what it makes.
 leak_check() {
   local leaks=0 m p exe
-  m=$(awk '$5 ~ /^\/(tmp|run)\/crius-e2e-/ {print $5}' /proc/self/mountinfo)
+  m=$(awk '$5 ~ /^\/(tmp\/crius-e2e-|run\/ce2e-)/ {print $5}' /proc/self/mountinfo)
   [ -z "$m" ] || { echo "mounts left:"; echo "$m"; leaks=1; }
   m=$(ls -d /sys/fs/cgroup/*/crius-e2e-* 2>/dev/null || true)
   [ -z "$m" ] || { echo "cgroups left:"; echo "$m"; leaks=1; }
   m=$(ls /sys/class/net/criuse2e0/brif 2>/dev/null || true)
   [ -z "$m" ] || { echo "interfaces left on criuse2e0:"; echo "$m"; leaks=1; }
-  m=$(ls -d /run/crius-e2e-* /tmp/crius-e2e-* 2>/dev/null || true)
+  m=$(ls -d /run/ce2e-* /tmp/crius-e2e-* 2>/dev/null || true)
   [ -z "$m" ] || { echo "directories left:"; echo "$m"; leaks=1; }
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue

@@ -47,12 +47,13 @@ pub struct Options {
 /// Where one daemon keeps everything.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    /// The tempdir holding root, run_root, config, CNI and pod log dirs.
+    /// The tempdir holding root, config, CNI and pod log dirs.
     pub dir: PathBuf,
     pub root: PathBuf,
+    /// `/run/ce2e-<pid>-<n>`: short, because the monitor sockets under it
+    /// (`<run_root>/pods/<64 hex>/monitor.sock`) must fit in a Unix socket path
+    /// (107 bytes), which leaves 24 for run_root. The CRI socket is in it too.
     pub run_root: PathBuf,
-    /// Short, because a Unix socket path is limited to 108 bytes.
-    pub sock_dir: PathBuf,
     pub socket: PathBuf,
     pub cgroup_parent: String,
     pub cni_conf_dir: PathBuf,
@@ -77,12 +78,11 @@ impl Daemon {
     pub async fn start_with(options: Options) -> Daemon {
         let net_lock = options.network.then(take_net_lock);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let name = format!("crius-e2e-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
             .prefix("crius-e2e-")
             .tempdir()
             .expect("creating the test tempdir");
-        let paths = Paths::new(dir.path(), &name);
+        let paths = Paths::new(dir.path(), std::process::id(), n);
         write_config(&paths, options);
         let mut daemon = Daemon {
             paths,
@@ -216,7 +216,7 @@ impl Daemon {
 
     pub fn scope(&self) -> Scope {
         Scope {
-            dirs: vec![self.paths.dir.clone(), self.paths.sock_dir.clone()],
+            dirs: vec![self.paths.dir.clone(), self.paths.run_root.clone()],
             root: self.paths.root.clone(),
             run_root: self.paths.run_root.clone(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -252,25 +252,29 @@ impl Drop for Daemon {
         }
         self.stop();
         let clean = leaks::force_cleanup(&self.scope());
-        let _ = fs::remove_dir_all(&self.paths.sock_dir);
-        if let Some(dir) = self.dir.take()
-            && !clean
-        {
-            eprintln!("mounts remain under {}; keeping it", dir.keep().display());
+        let dir = self.dir.take();
+        if clean {
+            let _ = fs::remove_dir_all(&self.paths.run_root);
+        } else if let Some(dir) = dir {
+            // Deleting recursively would reach through what is still mounted.
+            eprintln!(
+                "mounts remain under {} or {}; keeping both",
+                dir.keep().display(),
+                self.paths.run_root.display()
+            );
         }
     }
 }
 
 impl Paths {
-    fn new(dir: &Path, name: &str) -> Paths {
-        let sock_dir = PathBuf::from("/run").join(name);
+    fn new(dir: &Path, pid: u32, n: usize) -> Paths {
+        let run_root = PathBuf::from(format!("/run/ce2e-{pid}-{n}"));
         Paths {
             dir: dir.to_path_buf(),
             root: dir.join("root"),
-            run_root: dir.join("run"),
-            socket: sock_dir.join("crius.sock"),
-            sock_dir,
-            cgroup_parent: name.to_string(),
+            socket: run_root.join("crius.sock"),
+            run_root,
+            cgroup_parent: format!("crius-e2e-{pid}-{n}"),
             cni_conf_dir: dir.join("cni"),
             config: dir.join("config.toml"),
             log: dir.join("crius.log"),
@@ -299,8 +303,8 @@ fn take_net_lock() -> Flock<File> {
 
 fn write_config(paths: &Paths, options: Options) {
     // A dir of the same name can only be a leftover of a crashed run with the same pid.
-    let _ = fs::remove_dir_all(&paths.sock_dir);
-    fs::create_dir_all(&paths.sock_dir).expect("creating the socket dir");
+    let _ = fs::remove_dir_all(&paths.run_root);
+    fs::create_dir_all(&paths.run_root).expect("creating run_root");
     fs::create_dir_all(&paths.cni_conf_dir).expect("creating the CNI conf dir");
     let certs = paths.dir.join("certs.d");
     write_mirrors(&certs);
