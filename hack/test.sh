@@ -29,7 +29,7 @@ step() {  # step NAME CMD...: run, time and record one step
 
 # Leftovers of e2e runs: names the harness (test-e2e/harness.rs) gives to what it makes.
 leak_check() {
-  local leaks=0 m p exe
+  local leaks=0 m p exe target=${CARGO_TARGET_DIR:-$PWD/target}
   m=$(awk '$5 ~ /^\/(tmp\/crius-e2e-|run\/ce2e-)/ {print $5}' /proc/self/mountinfo)
   [ -z "$m" ] || { echo "mounts left:"; echo "$m"; leaks=1; }
   m=$(ls -d /sys/fs/cgroup/*/crius-e2e-* 2>/dev/null || true)
@@ -41,7 +41,7 @@ leak_check() {
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
     case $exe in
-      "$PWD"/target/*/crius | "$PWD"/target/*/crius" (deleted)")
+      "$target"/*/crius | "$target"/*/crius" (deleted)")
         echo "process left: ${p#/proc/} $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)"
         leaks=1
         ;;
