@@ -360,3 +360,82 @@ async fn failed_start_rolls_back() {
     wait_state(&mut rt, &id, ContainerState::ContainerExited, SECONDS_10).await;
     d.teardown().await;
 }
+
+/// Containers of one pod share its network and hostname; stopping the pod stops them,
+/// removing it removes them (CRI: running containers are forcibly terminated).
+#[tokio::test]
+async fn pod_stop_and_remove_take_containers_along() {
+    if !preflight("pod_stop_and_remove_take_containers_along", true) {
+        return;
+    }
+    let PodFixture {
+        d,
+        mut rt,
+        pod,
+        pod_id,
+        ..
+    } = pod_fixture("shared").await;
+    let a = container_config("a", BUSYBOX, &["sleep", "1000"]);
+    let b = container_config("b", BUSYBOX, &["sleep", "1000"]);
+    let a = create_and_start(&mut rt, &pod_id, &pod, &a).await;
+    let b = create_and_start(&mut rt, &pod_id, &pod, &b).await;
+    let show = [
+        "sh",
+        "-c",
+        "hostname; ip -4 -o addr show eth0 | awk '{print $4}'",
+    ];
+    let seen_a = exec(&mut rt, &a, &show, 0).await.expect("ExecSync in a");
+    let seen_b = exec(&mut rt, &b, &show, 0).await.expect("ExecSync in b");
+    let seen = String::from_utf8_lossy(&seen_a.stdout).into_owned();
+    assert!(
+        seen.starts_with("shared\n10.89.0."),
+        "hostname and IP: {seen:?}"
+    );
+    assert_eq!(
+        seen_a.stdout, seen_b.stdout,
+        "containers of one pod see one network"
+    );
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox with running containers");
+    for id in [&a, &b] {
+        let st = container_status(&mut rt, id).await;
+        assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
+    }
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox with containers");
+    assert!(list_containers(&mut rt).await.is_empty());
+    assert!(list_pods(&mut rt, None).await.is_empty());
+    d.teardown().await;
+}
+
+/// RemovePodSandbox of a pod whose container is still running, without a stop first.
+#[tokio::test]
+async fn remove_running_pod() {
+    if !preflight("remove_running_pod", true) {
+        return;
+    }
+    let PodFixture {
+        d,
+        mut rt,
+        pod,
+        pod_id,
+        ..
+    } = pod_fixture("remove-running").await;
+    let c = container_config("c", BUSYBOX, &["sleep", "1000"]);
+    create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox of a running pod");
+    assert!(list_containers(&mut rt).await.is_empty());
+    assert!(list_pods(&mut rt, None).await.is_empty());
+    d.teardown().await;
+}
