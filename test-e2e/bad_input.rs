@@ -61,6 +61,22 @@ async fn bad_pod_requests() {
     }
     let r = rt.run_pod_sandbox(run(Some(good.clone()))).await;
     assert_code("RunPodSandbox duplicate name", r, Code::AlreadyExists);
+    assert_eq!(snapshot(&mut rt).await, before);
+    assert_eq!(
+        pod_status(&mut rt, &id).await.state,
+        PodSandboxState::SandboxReady as i32
+    );
+    d.teardown().await;
+}
+
+/// kubelet relies on an error for a RuntimeClass handler the runtime does not have.
+#[tokio::test]
+async fn unknown_runtime_handler() {
+    if !preflight("unknown_runtime_handler", false) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
     let r = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pod_config(&d, "handler")),
@@ -68,11 +84,7 @@ async fn bad_pod_requests() {
         })
         .await;
     assert_ne!(code(&r), Code::Ok, "unknown runtime handler: {r:?}");
-    assert_eq!(snapshot(&mut rt).await, before);
-    assert_eq!(
-        pod_status(&mut rt, &id).await.state,
-        PodSandboxState::SandboxReady as i32
-    );
+    assert!(list_pods(&mut rt, None).await.is_empty());
     d.teardown().await;
 }
 

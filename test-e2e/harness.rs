@@ -35,6 +35,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// (kubelet never closes its connection).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Lines of the daemon log a failing test prints.
+const LOG_TAIL: usize = 200;
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// What kind of daemon a test needs.
@@ -244,11 +247,11 @@ impl Drop for Daemon {
     /// it any more.
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- crius log ({})\n{}",
-                self.paths.log.display(),
-                self.log()
-            );
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!("--- crius log, last {} lines", tail.len());
+            eprintln!("{}", tail.join("\n"));
         }
         self.stop();
         let clean = leaks::force_cleanup(&self.scope());
@@ -313,7 +316,7 @@ fn write_config(paths: &Paths, options: Options) {
         fs::write(paths.cni_conf_dir.join("10-e2e.conflist"), conflist)
             .expect("writing the test conflist");
     }
-    let level = std::env::var("CRIUS_E2E_LOG").unwrap_or_else(|_| "debug".into());
+    let level = std::env::var("CRIUS_E2E_LOG").unwrap_or_else(|_| "info,crius=debug".into());
     let q = |p: &Path| toml::Value::String(path_str(p)).to_string();
     let config = format!(
         "socket = {}\nroot = {}\nrun_root = {}\ncgroup_parent = {}\n\
