@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Build the test images from Debian's dynamic busybox with umoci and push them with
-# skopeo to the local registry (hack/registry.sh). Skips all work when every image is
-# already there (FORCE=1 rebuilds). What it pushes, and in which manifest format:
+# skopeo to the local registry (hack/registry.sh). An image already in the registry is
+# left alone (another tool, such as a critest rig, may have pushed its own under the
+# same kubelet name); FORCE=1 pushes everything again. What it pushes:
 #
-#   library/busybox:latest          OCI image index -> OCI manifest (like Docker Hub)
-#   library/busybox:1.36            Docker schema 2 manifest, same layers
-#   e2e-test-images/busybox:1.29-2  OCI manifest, same layers
-#   pause:3.10                      Docker manifest list -> schema 2 manifest; cmd sleeps
-#                                   until SIGTERM/SIGINT
+#   library/busybox:latest, library/busybox:1.36, e2e-test-images/busybox:1.29-2
+#                                   busybox (cmd sh), OCI manifest
+#   pause:3.10                      busybox whose cmd sleeps until SIGTERM/SIGINT
+#   crius-test/busybox:oci          busybox, OCI manifest
+#   crius-test/busybox:docker       busybox, Docker schema 2 manifest
+#   crius-test/busybox:oci-index    OCI image index -> the OCI manifest (as Docker Hub)
+#   crius-test/busybox:docker-list  Docker manifest list -> the schema 2 manifest (as
+#                                   registry.k8s.io)
 #   crius-test/layers:1             OCI manifest, 2 layers: the second whites out a file
 #                                   and a directory of the first and adds a file
 #
-# With the mirrors from hack/mirrors.sh, `busybox`, `registry.k8s.io/pause:3.10` and
-# `registry.k8s.io/e2e-test-images/busybox:1.29-2` resolve to these.
+# With the mirrors from hack/mirrors.sh, `busybox`, `registry.k8s.io/pause:3.10`,
+# `registry.k8s.io/e2e-test-images/busybox:1.29-2` and `docker.io/crius-test/...`
+# resolve to these.
 set -euo pipefail
 REG=${REG:-127.0.0.1:5000}
 BB=/bin/busybox
@@ -22,7 +27,8 @@ DOCKER_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
 DOCKER_LIST=application/vnd.docker.distribution.manifest.list.v2+json
 ACCEPT="$OCI_INDEX,$OCI_MANIFEST,$DOCKER_LIST,$DOCKER_MANIFEST"
 IMAGES=(library/busybox:latest library/busybox:1.36 e2e-test-images/busybox:1.29-2
-  pause:3.10 crius-test/layers:1)
+  pause:3.10 crius-test/busybox:oci crius-test/busybox:docker crius-test/busybox:oci-index
+  crius-test/busybox:docker-list crius-test/layers:1)
 
 # has_image REPO:TAG: does the registry serve a manifest for it?
 has_image() {
@@ -30,12 +36,14 @@ has_image() {
   curl -fs -o /dev/null -I -H "Accept: $ACCEPT" "http://$REG/v2/$repo/manifests/$tag"
 }
 
-all_present() {
-  local ref
-  for ref in "${IMAGES[@]}"; do has_image "$ref" || return 1; done
+# wanted REPO:TAG: should this run push it?
+wanted() {
+  [ "${FORCE:-0}" = 1 ] || ! has_image "$1"
 }
 
-if [ "${FORCE:-0}" != 1 ] && all_present; then
+missing=0
+for ref in "${IMAGES[@]}"; do wanted "$ref" && missing=$((missing + 1)); done
+if [ "$missing" = 0 ]; then
   echo "images: all ${#IMAGES[@]} test images already in $REG"
   exit 0
 fi
@@ -123,23 +131,44 @@ layer2_changes() {
   echo "from layer 2" >"$1/data/added"
 }
 
+push_if_wanted() {  # push_if_wanted TAG REPO:TAG [skopeo flags...]
+  if wanted "$2"; then push "$@"; fi
+}
+
 layer busybox "" busybox_rootfs
 configure busybox --config.cmd sh
-push busybox e2e-test-images/busybox:1.29-2
-push busybox library/busybox:1.36 --format v2s2
-push busybox library/busybox:single-manifest
-put_index library/busybox:latest single-manifest "$OCI_INDEX"
+for ref in library/busybox:latest library/busybox:1.36 e2e-test-images/busybox:1.29-2; do
+  push_if_wanted busybox "$ref"
+done
+# Each index points at the manifest pushed under the same repository just before it.
+if wanted crius-test/busybox:oci || wanted crius-test/busybox:oci-index; then
+  push busybox crius-test/busybox:oci
+  if wanted crius-test/busybox:oci-index; then
+    put_index crius-test/busybox:oci-index oci "$OCI_INDEX"
+  fi
+fi
+if wanted crius-test/busybox:docker || wanted crius-test/busybox:docker-list; then
+  push busybox crius-test/busybox:docker --format v2s2
+  if wanted crius-test/busybox:docker-list; then
+    put_index crius-test/busybox:docker-list docker "$DOCKER_LIST"
+  fi
+fi
 
-layer pause "" busybox_rootfs
-configure pause --config.entrypoint sh --config.entrypoint -c \
-  --config.entrypoint 'trap "kill \$!; exit 0" TERM INT; sleep infinity & wait'
-push pause pause:3.10-manifest --format v2s2
-put_index pause:3.10 3.10-manifest "$DOCKER_LIST"
+if wanted pause:3.10; then
+  layer pause "" busybox_rootfs
+  configure pause --config.entrypoint sh --config.entrypoint -c \
+    --config.entrypoint 'trap "kill \$!; exit 0" TERM INT; sleep infinity & wait'
+  push pause pause:3.10
+fi
 
-layer layers "" layer1_files
-layer layers layers layer2_changes
-configure layers --config.cmd sh
-push layers crius-test/layers:1
+if wanted crius-test/layers:1; then
+  layer layers "" layer1_files
+  layer layers layers layer2_changes
+  configure layers --config.cmd sh
+  push layers crius-test/layers:1
+fi
 
-all_present || { echo "images: some image is still missing from $REG" >&2; exit 1; }
-echo "images: all ${#IMAGES[@]} test images pushed to $REG"
+for ref in "${IMAGES[@]}"; do
+  has_image "$ref" || { echo "images: $ref still missing from $REG" >&2; exit 1; }
+done
+echo "images: all ${#IMAGES[@]} test images in $REG"

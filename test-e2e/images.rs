@@ -105,8 +105,9 @@ async fn image_pull_list_status_remove() {
     d.teardown().await;
 }
 
-/// OCI index, Docker schema 2, OCI manifest, Docker manifest list, and a two-layer
-/// image: images.sh pushes one of each.
+/// OCI manifest, Docker schema 2, OCI index, Docker manifest list (images.sh pushes one
+/// of each under crius-test/busybox), a two-layer image, and the registry by its own
+/// name.
 #[tokio::test]
 async fn pulls_every_manifest_format() {
     if !preflight("pulls_every_manifest_format", true) {
@@ -114,23 +115,32 @@ async fn pulls_every_manifest_format() {
     }
     let d = image_daemon().await;
     let mut img = d.images().await;
-    for name in [
-        "busybox:latest",
-        "docker.io/library/busybox:1.36",
+    let by_format = [
+        "docker.io/crius-test/busybox:oci",
+        "docker.io/crius-test/busybox:docker",
+        "docker.io/crius-test/busybox:oci-index",
+        "docker.io/crius-test/busybox:docker-list",
+    ];
+    let mut ids = Vec::new();
+    for name in by_format.iter().copied().chain([
         E2E_BUSYBOX,
         PAUSE,
         LAYERS,
-        &format!("{REGISTRY}/library/busybox:1.36"),
-    ] {
+        &format!("{REGISTRY}/crius-test/busybox:oci"),
+    ]) {
         let r = pull(&mut img, name).await;
         let st = status(&mut img, name)
             .await
             .unwrap_or_else(|| panic!("{name} pulled but ImageStatus says absent"));
         assert_eq!(st.id, r, "{name}");
+        ids.push(r);
     }
-    // The same layers under two names: pulling again is cheap and idempotent.
-    let again = pull(&mut img, "busybox:latest").await;
-    assert_eq!(Some(again), status(&mut img, BUSYBOX).await.map(|i| i.id));
+    // An index resolves to the same image as the manifest it points at.
+    assert_eq!(ids[0], ids[2], "OCI index and its manifest");
+    assert_eq!(ids[1], ids[3], "Docker list and its manifest");
+    // Pulling again is cheap and idempotent.
+    let again = pull(&mut img, by_format[2]).await;
+    assert_eq!(again, ids[2]);
     d.teardown().await;
 }
 
