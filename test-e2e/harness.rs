@@ -361,38 +361,30 @@ fn path_str(p: &Path) -> String {
 
 /// Stop and remove every pod and container the daemon knows, as kubelet would.
 async fn remove_everything(rt: &mut Runtime) {
-    use k8s_cri::v1::*;
-    let containers = rt
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .expect("ListContainers during teardown")
-        .into_inner()
-        .containers;
-    for c in containers {
+    use crate::fixtures::{list_containers, list_pods};
+    use k8s_cri::v1::{RemoveContainerRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
+    for c in list_containers(rt).await {
+        let container_id = c.id;
         rt.remove_container(RemoveContainerRequest {
-            container_id: c.id.clone(),
+            container_id: container_id.clone(),
         })
         .await
-        .unwrap_or_else(|e| panic!("RemoveContainer {} during teardown: {e}", c.id));
+        .unwrap_or_else(|e| panic!("RemoveContainer {container_id} during teardown: {e}"));
     }
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .expect("ListPodSandbox during teardown")
-        .into_inner()
-        .items;
-    for p in pods {
-        let id = p.id.clone();
-        rt.stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StopPodSandbox {id} during teardown: {e}"));
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox {id} during teardown: {e}"));
+    for p in list_pods(rt, None).await {
+        let pod_sandbox_id = p.id;
+        let stop = StopPodSandboxRequest {
+            pod_sandbox_id: pod_sandbox_id.clone(),
+        };
+        rt.stop_pod_sandbox(stop)
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox {pod_sandbox_id} during teardown: {e}"));
+        let remove = RemovePodSandboxRequest {
+            pod_sandbox_id: pod_sandbox_id.clone(),
+        };
+        rt.remove_pod_sandbox(remove)
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox {pod_sandbox_id} during teardown: {e}"));
     }
 }
 
