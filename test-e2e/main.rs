@@ -1,1 +1,18 @@
-//! End-to-end tests: a real crius daemon on a real socket. (Filled by the e2e helper.)
+//! End-to-end tests: a real crius daemon on a real socket, driven through a CRI client.
+//!
+//! Each test starts its own daemon (harness.rs) with private state dirs, socket, cgroup
+//! parent and CNI config, ends with `Daemon::teardown` (remove everything through CRI,
+//! stop, assert no leaks), and cleans up by force on panic. They need root and, for most,
+//! the local registry with the test images (hack/registry.sh, hack/images.sh); without
+//! them a test is skipped with a message, except in CI (CI=true) where it fails.
+
+mod bad_input;
+mod bench;
+mod containers;
+mod fixtures;
+mod harness;
+mod images;
+mod leaks;
+mod pods;
+mod restart;
+mod selftest;

@@ -1,0 +1,187 @@
+//! ImageService: pulls through the mirrors, list, status, remove, and pull errors.
+
+use crate::fixtures::*;
+use crate::harness::{Daemon, Images, Options, REGISTRY, preflight};
+use k8s_cri::v1::*;
+use tonic::Code;
+
+async fn image_daemon() -> Daemon {
+    Daemon::start_with(Options { network: false }).await
+}
+
+async fn status(images: &mut Images, name: &str) -> Option<Image> {
+    images
+        .image_status(ImageStatusRequest {
+            image: image(name),
+            verbose: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ImageStatus {name}: {e}"))
+        .into_inner()
+        .image
+}
+
+async fn list(images: &mut Images) -> Vec<Image> {
+    images
+        .list_images(ListImagesRequest { filter: None })
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images
+}
+
+async fn pull_result(images: &mut Images, name: &str) -> Result<String, tonic::Status> {
+    images
+        .pull_image(PullImageRequest {
+            image: image(name),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+#[tokio::test]
+async fn image_pull_list_status_remove() {
+    if !preflight("image_pull_list_status_remove", true) {
+        return;
+    }
+    let d = image_daemon().await;
+    let mut img = d.images().await;
+
+    assert!(
+        status(&mut img, BUSYBOX).await.is_none(),
+        "nothing pulled yet"
+    );
+    let busybox_ref = pull(&mut img, BUSYBOX).await;
+    assert!(!busybox_ref.is_empty());
+    let pause_ref = pull(&mut img, PAUSE).await;
+    assert_ne!(busybox_ref, pause_ref);
+
+    let all = list(&mut img).await;
+    let tags: Vec<&str> = all
+        .iter()
+        .flat_map(|i| i.repo_tags.iter().map(String::as_str))
+        .collect();
+    assert!(tags.contains(&BUSYBOX_FULL), "tags {tags:?}");
+    assert!(tags.contains(&PAUSE), "tags {tags:?}");
+
+    let st = status(&mut img, BUSYBOX).await.expect("busybox after pull");
+    assert_eq!(
+        st.id, busybox_ref,
+        "ImageStatus id is the ref PullImage returned"
+    );
+    assert!(st.size > 0);
+    assert!(st.repo_tags.iter().any(|t| t == BUSYBOX_FULL), "{st:?}");
+    assert!(
+        st.repo_digests
+            .iter()
+            .any(|t| t.contains("busybox@sha256:")),
+        "{st:?}"
+    );
+    // By full name and by id, the same image.
+    assert_eq!(
+        status(&mut img, BUSYBOX_FULL).await.map(|i| i.id),
+        Some(st.id.clone())
+    );
+    assert_eq!(
+        status(&mut img, &busybox_ref).await.map(|i| i.id),
+        Some(st.id.clone())
+    );
+
+    img.remove_image(RemoveImageRequest {
+        image: image(BUSYBOX),
+    })
+    .await
+    .expect("RemoveImage busybox");
+    assert!(status(&mut img, BUSYBOX).await.is_none(), "busybox removed");
+    assert!(status(&mut img, PAUSE).await.is_some(), "pause kept");
+    assert_eq!(list(&mut img).await.len(), all.len() - 1);
+    // RemoveImage is idempotent.
+    img.remove_image(RemoveImageRequest {
+        image: image(BUSYBOX),
+    })
+    .await
+    .expect("second RemoveImage busybox");
+    d.teardown().await;
+}
+
+/// OCI manifest, Docker schema 2, OCI index, Docker manifest list (images.sh pushes one
+/// of each under crius-test/busybox), a two-layer image, and the registry by its own
+/// name.
+#[tokio::test]
+async fn pulls_every_manifest_format() {
+    if !preflight("pulls_every_manifest_format", true) {
+        return;
+    }
+    let d = image_daemon().await;
+    let mut img = d.images().await;
+    let by_format = [
+        "docker.io/crius-test/busybox:oci",
+        "docker.io/crius-test/busybox:docker",
+        "docker.io/crius-test/busybox:oci-index",
+        "docker.io/crius-test/busybox:docker-list",
+    ];
+    let mut ids = Vec::new();
+    for name in by_format.iter().copied().chain([
+        E2E_BUSYBOX,
+        PAUSE,
+        LAYERS,
+        &format!("{REGISTRY}/crius-test/busybox:oci"),
+    ]) {
+        let r = pull(&mut img, name).await;
+        let st = status(&mut img, name)
+            .await
+            .unwrap_or_else(|| panic!("{name} pulled but ImageStatus says absent"));
+        assert_eq!(st.id, r, "{name}");
+        ids.push(r);
+    }
+    // An index resolves to the same image as the manifest it points at.
+    assert_eq!(ids[0], ids[2], "OCI index and its manifest");
+    assert_eq!(ids[1], ids[3], "Docker list and its manifest");
+    // Pulling again is cheap and idempotent.
+    let again = pull(&mut img, by_format[2]).await;
+    assert_eq!(again, ids[2]);
+    d.teardown().await;
+}
+
+#[tokio::test]
+async fn pull_errors() {
+    if !preflight("pull_errors", true) {
+        return;
+    }
+    let d = image_daemon().await;
+    let mut img = d.images().await;
+    for missing in [
+        format!("{REGISTRY}/crius-test/does-not-exist:1"),
+        format!("{REGISTRY}/library/busybox:no-such-tag"),
+    ] {
+        let r = pull_result(&mut img, &missing).await;
+        assert_eq!(code(&r), Code::NotFound, "{missing}: {r:?}");
+    }
+    for bad in [
+        "docker.io/library/BusyBox:1",
+        "busybox@sha256:not-hex",
+        "busybox:bad tag",
+        "",
+    ] {
+        let r = pull_result(&mut img, bad).await;
+        assert_eq!(code(&r), Code::InvalidArgument, "{bad:?}: {r:?}");
+        let st = img
+            .image_status(ImageStatusRequest {
+                image: image(bad),
+                verbose: false,
+            })
+            .await;
+        // containerd answers "not found" (image: None) for a malformed name; an error
+        // saying it is malformed is as good.
+        match &st {
+            Ok(r) => assert!(r.get_ref().image.is_none(), "ImageStatus {bad:?}: {st:?}"),
+            Err(e) => assert_eq!(e.code(), Code::InvalidArgument, "ImageStatus {bad:?}"),
+        }
+    }
+    assert!(
+        list(&mut img).await.is_empty(),
+        "failed pulls stored nothing"
+    );
+    d.teardown().await;
+}
