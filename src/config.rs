@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/config.toml";
 
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+/// What follows `run_root` in a monitor socket path: `/pods/<64 hex id>/monitor.sock`.
+const MONITOR_SOCKET_SUFFIX: usize = "/pods/".len() + 64 + "/monitor.sock".len();
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -81,7 +86,8 @@ pub const DEFAULT_TOML: &str = r#"# crius configuration. Every field is optional
 socket = "/run/crius/crius.sock"
 # Persistent state: image blobs and snapshots, pod and container records.
 root = "/var/lib/crius"
-# Volatile state: pinned namespaces, OCI bundles, monitor sockets.
+# Volatile state: pinned namespaces, OCI bundles, monitor sockets. At most 24 bytes long,
+# since per-pod monitor sockets under it must fit a Unix socket path.
 run_root = "/run/crius"
 # Cgroup under which pod cgroups are created, relative to each hierarchy root.
 cgroup_parent = "crius"
@@ -157,6 +163,14 @@ impl Config {
                 return Err(format!("{name} must be an absolute path, got {p:?}"));
             }
         }
+        let longest = self.run_root.as_os_str().len() + MONITOR_SOCKET_SUFFIX;
+        if longest > MAX_SOCKET_PATH {
+            return Err(format!(
+                "run_root {:?} is too long: monitor sockets under it would need {longest} \
+                 bytes, more than the {MAX_SOCKET_PATH} a Unix socket path may have",
+                self.run_root
+            ));
+        }
         if self.cgroup_parent.split('/').any(|c| c == "..") {
             return Err("cgroup_parent must not contain '..'".into());
         }
@@ -219,6 +233,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "root = \"relative\"").unwrap();
+        assert!(matches!(
+            Config::load(&p, true),
+            Err(ConfigError::Invalid { .. })
+        ));
+        std::fs::write(&p, format!("run_root = \"/{}\"", "r".repeat(30))).unwrap();
         assert!(matches!(
             Config::load(&p, true),
             Err(ConfigError::Invalid { .. })

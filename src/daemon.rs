@@ -16,6 +16,9 @@ use crate::image::ImageStore;
 use crate::sandbox::manager::{PodManager, PodSettings};
 use crate::sandbox::network::Cni;
 
+/// How long in-flight calls may run after SIGTERM before the daemon exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn make_dir(path: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io("creating", path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -62,7 +65,22 @@ pub async fn run(cfg: Config) -> Result<()> {
         containers,
         images,
     };
-    let served = grpc::serve(listener, services, shutdown_signal()).await;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let server = grpc::serve(listener, services, {
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    });
+    // kubelet keeps its connection open forever, so a graceful drain alone would never
+    // finish: after the signal, in-flight calls get a short grace period.
+    let signalled = async {
+        shutdown_signal().await;
+        stop.notify_one();
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        r = server => r,
+        () = signalled => Ok(()),
+    };
     let _ = std::fs::remove_file(&cfg.socket);
     served.map_err(|e| Error::FailedPrecondition(format!("CRI server failed: {e}")))?;
     info!("crius stopped");

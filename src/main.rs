@@ -80,6 +80,7 @@ fn run_daemon(cfg: config::Config) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Two workers match the small machines crius targets; blocking work (mounts,
     // namespace setup, file I/O) goes to the blocking pool.

@@ -148,6 +148,13 @@ impl PodManager {
             .ok_or_else(|| Error::InvalidArgument("pod sandbox config is required".into()))?;
         validate_pod_config(&config)?;
         check_supported(&config)?;
+        if !req.runtime_handler.is_empty() {
+            // Only the built-in runtime exists until RuntimeClass handlers are configurable.
+            return Err(Error::NotFound {
+                what: "runtime handler",
+                id: req.runtime_handler,
+            });
+        }
         let id = id::new_id();
         self.reserve_name(&name_key(&config), &id)?;
         let record = PodRecord {
