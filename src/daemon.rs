@@ -29,7 +29,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     let layout = cfg.layout();
     make_dir(&cfg.root, 0o711)?;
     make_dir(&cfg.run_root, 0o711)?;
-    for d in [&layout.pods, &layout.containers, &layout.pod_run, &layout.container_run] {
+    for d in [
+        &layout.pods,
+        &layout.containers,
+        &layout.pod_run,
+        &layout.container_run,
+    ] {
         make_dir(d, 0o700)?;
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("locating", "/proc/self/exe", e))?;
@@ -58,6 +63,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     ));
     pods.recover().await?;
     containers.recover().await?;
+    // A pull or removal cut short by a crash can leave unreferenced snapshots and blobs.
+    images.prune(&containers.chain_ids_in_use()?);
     let listener = grpc::bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), "crius ready");
     let services = grpc::Services {

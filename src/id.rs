@@ -31,7 +31,9 @@ where
     I: IntoIterator<Item = &'a String>,
 {
     if wanted.is_empty() {
-        return Err(Error::InvalidArgument(format!("{what} id must not be empty")));
+        return Err(Error::InvalidArgument(format!(
+            "{what} id must not be empty"
+        )));
     }
     let mut found: Option<&String> = None;
     for id in ids {
@@ -70,8 +72,17 @@ mod tests {
         let ids = vec!["abc1".to_string(), "abd2".to_string()];
         assert_eq!(resolve("pod", "abc", &ids).unwrap(), "abc1");
         assert_eq!(resolve("pod", "abd2", &ids).unwrap(), "abd2");
-        assert!(matches!(resolve("pod", "ab", &ids), Err(Error::InvalidArgument(_))));
-        assert!(matches!(resolve("pod", "x", &ids), Err(Error::NotFound { .. })));
-        assert!(matches!(resolve("pod", "", &ids), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            resolve("pod", "ab", &ids),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            resolve("pod", "x", &ids),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            resolve("pod", "", &ids),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

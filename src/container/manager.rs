@@ -83,7 +83,11 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 impl ContainerManager {
-    pub fn new(settings: ContainerSettings, pods: Arc<PodManager>, images: Arc<ImageStore>) -> Self {
+    pub fn new(
+        settings: ContainerSettings,
+        pods: Arc<PodManager>,
+        images: Arc<ImageStore>,
+    ) -> Self {
         let records = RecordDir::new(settings.records.clone(), RECORD_FILE);
         ContainerManager {
             settings,
@@ -142,11 +146,18 @@ impl ContainerManager {
             )));
         }
         validate_container_config(&config, &pod.config)?;
-        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
-        let image = self.images.get(&image_name).ok_or_else(|| Error::NotFound {
-            what: "image",
-            id: image_name.clone(),
-        })?;
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self
+            .images
+            .get(&image_name)
+            .ok_or_else(|| Error::NotFound {
+                what: "image",
+                id: image_name.clone(),
+            })?;
         let id = id::new_id();
         let key = name_key(&pod.id, &config);
         self.reserve_name(&key, &id)?;
@@ -154,7 +165,11 @@ impl ContainerManager {
             id: id.clone(),
             pod_id: pod.id.clone(),
             image_id: image.id.clone(),
-            image_ref: image.repo_digests.first().cloned().unwrap_or(image.id.clone()),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or(image.id.clone()),
             chain_ids: image.chain_ids.clone(),
             log_path: resolve_log_path(&pod, &config)?,
             config,
@@ -216,7 +231,6 @@ impl ContainerManager {
         let pod_dir = self.pods.run_dir(&pod.id);
         let cgroups_path = format!("{}/{}", pod.cgroup, rec.id);
         let spec = spec::generate(&SpecInput {
-            container_id: &rec.id,
             sandbox_id: &pod.id,
             config: &rec.config,
             sandbox: &pod.config,
@@ -238,7 +252,11 @@ impl ContainerManager {
         })?;
         let config_json = bundle.join("config.json");
         let bytes = serde_json::to_vec(&spec).map_err(|e| {
-            Error::io("encoding", &config_json, std::io::Error::other(e.to_string()))
+            Error::io(
+                "encoding",
+                &config_json,
+                std::io::Error::other(e.to_string()),
+            )
         })?;
         crate::store::write_atomic(&config_json, &bytes)?;
         self.monitor(rec)
@@ -452,7 +470,10 @@ impl ContainerManager {
         Ok(())
     }
 
-    fn records_where(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<ContainerRecord>> {
+    fn records_where(
+        &self,
+        keep: impl Fn(&ContainerRecord) -> bool,
+    ) -> Result<Vec<ContainerRecord>> {
         let all = self.containers.read().map_err(poisoned)?;
         let mut out = Vec::new();
         for e in all.values() {
@@ -488,7 +509,9 @@ impl ContainerManager {
     pub async fn exec_sync(&self, req: cri::ExecSyncRequest) -> Result<cri::ExecSyncResponse> {
         let rec = self.get(&req.container_id)?;
         if req.cmd.is_empty() {
-            return Err(Error::InvalidArgument("exec command must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "exec command must not be empty".into(),
+            ));
         }
         if !self.observe(&rec).await?.is_running() {
             return Err(Error::FailedPrecondition(format!(
@@ -497,7 +520,10 @@ impl ContainerManager {
             )));
         }
         let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-        let r = self.monitor(&rec).exec_sync(&rec.id, req.cmd, timeout).await?;
+        let r = self
+            .monitor(&rec)
+            .exec_sync(&rec.id, req.cmd, timeout)
+            .await?;
         if r.timed_out {
             return Err(Error::Timeout(format!(
                 "command in container {} timed out after {}s",
@@ -554,10 +580,12 @@ fn resolve_log_path(pod: &PodRecord, c: &cri::ContainerConfig) -> Result<Option<
 }
 
 fn stop_signal(m: &ContainerManager, rec: &ContainerRecord) -> i32 {
-    let from_image = m
-        .images
-        .get(&rec.image_id)
-        .and_then(|i| i.config.config().as_ref().and_then(|c| c.stop_signal().clone()));
+    let from_image = m.images.get(&rec.image_id).and_then(|i| {
+        i.config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone())
+    });
     from_image
         .and_then(|s| parse_signal(&s))
         .unwrap_or(libc::SIGTERM)
@@ -569,7 +597,9 @@ fn parse_signal(s: &str) -> Option<i32> {
     }
     let name = s.trim_start_matches("SIG");
     let full = format!("SIG{name}");
-    full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 fn summary_of(rec: &ContainerRecord, o: &Observed) -> cri::Container {
@@ -589,7 +619,11 @@ fn summary_of(rec: &ContainerRecord, o: &Observed) -> cri::Container {
 
 fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
     let exit = o.exit.clone();
-    let started_at = if o.started_at != 0 { o.started_at } else { rec.started_at };
+    let started_at = if o.started_at != 0 {
+        o.started_at
+    } else {
+        rec.started_at
+    };
     cri::ContainerStatus {
         id: rec.id.clone(),
         metadata: rec.config.metadata.clone(),
@@ -602,7 +636,11 @@ fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
         image_ref: rec.image_ref.clone(),
         image_id: rec.image_id.clone(),
         reason: exit.as_ref().map_or(String::new(), |e| {
-            if e.reason.is_empty() { exit_reason(e.exit_code).into() } else { e.reason.clone() }
+            if e.reason.is_empty() {
+                exit_reason(e.exit_code).into()
+            } else {
+                e.reason.clone()
+            }
         }),
         message: exit.map(|e| e.message).unwrap_or_default(),
         labels: rec.config.labels.clone(),

@@ -113,7 +113,6 @@ pub struct PodFiles<'a> {
 /// Everything [`generate`] needs; the caller has validated `config` and `sandbox`.
 #[derive(Debug, Clone, Copy)]
 pub struct SpecInput<'a> {
-    pub container_id: &'a str,
     pub sandbox_id: &'a str,
     pub config: &'a ContainerConfig,
     pub sandbox: &'a PodSandboxConfig,

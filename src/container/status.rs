@@ -74,8 +74,7 @@ pub fn matches_filter(c: &cri::Container, f: &cri::ContainerFilter) -> bool {
     (f.id.is_empty() || c.id.starts_with(&f.id))
         && (f.pod_sandbox_id.is_empty() || c.pod_sandbox_id.starts_with(&f.pod_sandbox_id))
         && f.state.is_none_or(|s| s.state == c.state)
-        && f
-            .label_selector
+        && f.label_selector
             .iter()
             .all(|(k, v)| c.labels.get(k) == Some(v))
 }

@@ -58,7 +58,11 @@ impl RuntimeService for RuntimeApi {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let r = self.pods.run(req).instrument(span!("RunPodSandbox", name = name)).await;
+        let r = self
+            .pods
+            .run(req)
+            .instrument(span!("RunPodSandbox", name = name))
+            .await;
         reply(r.map(|pod_sandbox_id| cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
@@ -67,7 +71,11 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Rpc<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let r = self.pods.stop(&id).instrument(span!("StopPodSandbox", pod = id)).await;
+        let r = self
+            .pods
+            .stop(&id)
+            .instrument(span!("StopPodSandbox", pod = id))
+            .await;
         reply(r.map(|()| cri::StopPodSandboxResponse {}))
     }
 
@@ -108,7 +116,11 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::ListPodSandboxRequest>,
     ) -> Rpc<cri::ListPodSandboxResponse> {
         let filter = req.into_inner().filter;
-        reply(self.pods.list(filter.as_ref()).map(|items| cri::ListPodSandboxResponse { items }))
+        reply(
+            self.pods
+                .list(filter.as_ref())
+                .map(|items| cri::ListPodSandboxResponse { items }),
+        )
     }
 
     async fn create_container(
@@ -117,7 +129,11 @@ impl RuntimeService for RuntimeApi {
     ) -> Rpc<cri::CreateContainerResponse> {
         let req = req.into_inner();
         let pod = req.pod_sandbox_id.clone();
-        let r = self.containers.create(req).instrument(span!("CreateContainer", pod = pod)).await;
+        let r = self
+            .containers
+            .create(req)
+            .instrument(span!("CreateContainer", pod = pod))
+            .await;
         reply(r.map(|container_id| cri::CreateContainerResponse { container_id }))
     }
 
@@ -126,7 +142,11 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::StartContainerRequest>,
     ) -> Rpc<cri::StartContainerResponse> {
         let id = req.into_inner().container_id;
-        let r = self.containers.start(&id).instrument(span!("StartContainer", id = id)).await;
+        let r = self
+            .containers
+            .start(&id)
+            .instrument(span!("StartContainer", id = id))
+            .await;
         reply(r.map(|()| cri::StartContainerResponse {}))
     }
 
@@ -149,7 +169,11 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::RemoveContainerRequest>,
     ) -> Rpc<cri::RemoveContainerResponse> {
         let id = req.into_inner().container_id;
-        let r = self.containers.remove(&id).instrument(span!("RemoveContainer", id = id)).await;
+        let r = self
+            .containers
+            .remove(&id)
+            .instrument(span!("RemoveContainer", id = id))
+            .await;
         reply(r.map(|()| cri::RemoveContainerResponse {}))
     }
 
@@ -191,7 +215,11 @@ impl RuntimeService for RuntimeApi {
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {
         let req = req.into_inner();
         let id = req.container_id.clone();
-        let r = self.containers.exec_sync(req).instrument(span!("ExecSync", id = id)).await;
+        let r = self
+            .containers
+            .exec_sync(req)
+            .instrument(span!("ExecSync", id = id))
+            .await;
         reply(r)
     }
 

@@ -159,7 +159,11 @@ impl PodManager {
         self.reserve_name(&name_key(&config), &id)?;
         let record = PodRecord {
             id: id.clone(),
-            cgroup: format!("{}/pod-{}", self.settings.cgroup_parent.trim_matches('/'), id),
+            cgroup: format!(
+                "{}/pod-{}",
+                self.settings.cgroup_parent.trim_matches('/'),
+                id
+            ),
             config,
             runtime_handler: req.runtime_handler,
             created_at: id::now_ns(),
@@ -177,7 +181,10 @@ impl PodManager {
         };
         match result {
             Ok(()) => {
-                self.pods.write().map_err(poisoned)?.insert(id.clone(), entry);
+                self.pods
+                    .write()
+                    .map_err(poisoned)?
+                    .insert(id.clone(), entry);
                 info!(pod = %id, "pod sandbox ready");
                 Ok(id)
             }
@@ -354,11 +361,6 @@ impl PodManager {
         Ok(out)
     }
 
-    /// Ids of every known pod.
-    pub fn ids(&self) -> Result<Vec<String>> {
-        Ok(self.pods.read().map_err(poisoned)?.keys().cloned().collect())
-    }
-
     /// Rebuilds state from disk after a (re)start: pods whose creation was interrupted
     /// are torn down, Ready pods whose monitor is gone (a reboot) become NotReady.
     pub async fn recover(&self) -> Result<()> {
@@ -489,8 +491,7 @@ fn status_of(rec: &PodRecord) -> cri::PodSandboxStatus {
 fn matches_filter(p: &cri::PodSandbox, f: &cri::PodSandboxFilter) -> bool {
     (f.id.is_empty() || p.id.starts_with(&f.id))
         && f.state.is_none_or(|s| s.state == p.state)
-        && f
-            .label_selector
+        && f.label_selector
             .iter()
             .all(|(k, v)| p.labels.get(k) == Some(v))
 }

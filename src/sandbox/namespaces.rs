@@ -102,6 +102,7 @@ impl NamespaceSet {
 /// Creates fresh net/ipc/uts namespaces, sets the hostname in the uts one, brings `lo` up
 /// in the net one, and pins each onto `<dir>/ns/<x>`. Rolls back everything on failure.
 /// Fails without touching anything if pins already exist.
+#[cfg(test)]
 pub fn create_namespaces(dir: &Path, hostname: &str) -> Result<PodNamespaces, SandboxError> {
     create_namespace_set(dir, NamespaceSet::ALL, hostname)
 }

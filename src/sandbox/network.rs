@@ -98,6 +98,7 @@ impl Cni {
     }
 
     /// How long one plugin may run before it is killed (default 60 s).
+    #[cfg(test)]
     pub fn with_timeout(mut self, timeout: Duration) -> Cni {
         self.timeout = timeout;
         self

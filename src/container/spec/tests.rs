@@ -63,7 +63,6 @@ impl Fixture {
         let mut image = ImageConfiguration::default();
         image.set_config(Some(self.image.clone()));
         generate(&SpecInput {
-            container_id: "c1",
             sandbox_id: "p1",
             config: &self.config,
             sandbox: &self.sandbox,
