@@ -4,6 +4,7 @@
 
 use crate::fixtures::*;
 use crate::harness::{BINARY, Daemon, preflight};
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
