@@ -131,7 +131,13 @@ pub struct SpecInput<'a> {
 /// Builds the OCI runtime spec for one container.
 pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let sc = security_context(input.config);
-    let modes = linux::NamespaceModes::from_security_context(sc)?;
+    let pod_options = input
+        .sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    let modes = linux::NamespaceModes::from_cri(pod_options, sc)?;
     let mounts = mounts::build(&mounts::MountInput {
         config: input.config,
         pod_files: input.pod_files,

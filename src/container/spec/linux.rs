@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use k8s_cri::v1::{
     ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode,
+    NamespaceOption,
 };
 use oci_spec::runtime::{
     Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
@@ -123,13 +124,27 @@ pub(super) struct NamespaceModes {
 }
 
 impl NamespaceModes {
-    /// No namespace options means the kubelet defaults: pod network and IPC, a PID
+    /// Network and IPC belong to the pod, so the pod's options decide them (a container
+    /// config that omits them must not claim namespaces the pod never made); PID is the
+    /// container's. No options means the kubelet defaults: pod network and IPC, a PID
     /// namespace of the container's own.
-    pub fn from_security_context(
-        sc: Option<&LinuxContainerSecurityContext>,
+    pub fn from_cri(
+        pod: Option<&NamespaceOption>,
+        container: Option<&LinuxContainerSecurityContext>,
     ) -> Result<Self, SpecError> {
-        let Some(opts) = sc.and_then(|s| s.namespace_options.as_ref()) else {
-            return Ok(Self::default());
+        let (host_network, host_ipc) = match pod {
+            Some(o) => (
+                shared_mode("network", o.network)?,
+                shared_mode("ipc", o.ipc)?,
+            ),
+            None => (false, false),
+        };
+        let Some(opts) = container.and_then(|s| s.namespace_options.as_ref()) else {
+            return Ok(Self {
+                host_network,
+                host_ipc,
+                host_pid: false,
+            });
         };
         let host_pid = match mode("pid", opts.pid)? {
             NamespaceMode::Container => false,
@@ -146,8 +161,8 @@ impl NamespaceModes {
             }
         };
         Ok(Self {
-            host_network: shared_mode("network", opts.network)?,
-            host_ipc: shared_mode("ipc", opts.ipc)?,
+            host_network,
+            host_ipc,
             host_pid,
         })
     }

@@ -10,6 +10,16 @@ use super::tests::{Fixture, NS_IPC, NS_NET, NS_UTS, linux, process, strings};
 use super::*;
 use crate::error::{Classify, Kind};
 
+/// Sets namespace options on both the pod and the container config, as kubelet does.
+fn set_namespace_options(f: &mut Fixture, opts: Option<NamespaceOption>) {
+    f.security().namespace_options = opts.clone();
+    let linux = f.sandbox.linux.get_or_insert_with(Default::default);
+    linux
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = opts;
+}
+
 fn ns_options(network: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode) -> NamespaceOption {
     NamespaceOption {
         network: network as i32,
@@ -17,6 +27,28 @@ fn ns_options(network: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode) ->
         ipc: ipc as i32,
         ..Default::default()
     }
+}
+
+#[test]
+fn pod_options_decide_network_and_ipc() {
+    use NamespaceMode::*;
+    // A host-network, host-IPC pod whose container config carries no options: the
+    // container must not be pointed at pod namespaces that were never created.
+    let mut f = Fixture::new();
+    set_namespace_options(&mut f, Some(ns_options(Node, Container, Node)));
+    f.security().namespace_options = None;
+    let spec = f.generate().expect("spec");
+    let types: Vec<_> = linux(&spec)
+        .namespaces()
+        .as_ref()
+        .expect("namespaces")
+        .iter()
+        .map(|n| n.typ())
+        .collect();
+    assert_eq!(
+        types,
+        vec![LinuxNamespaceType::Pid, LinuxNamespaceType::Mount]
+    );
 }
 
 #[test]
@@ -56,7 +88,7 @@ fn namespace_options() {
     ];
     for (opts, want) in cases {
         let mut f = Fixture::new();
-        f.security().namespace_options = opts.clone();
+        set_namespace_options(&mut f, opts.clone());
         let spec = f.generate().expect("spec");
         let got: Vec<_> = linux(&spec)
             .namespaces()
@@ -77,7 +109,7 @@ fn namespace_options() {
         ns_options(Target, Container, Pod),
     ] {
         let mut f = Fixture::new();
-        f.security().namespace_options = Some(opts);
+        set_namespace_options(&mut f, Some(opts));
         let err = f.generate().expect_err("unsupported");
         assert_eq!(err.kind(), Kind::Unimplemented, "{err}");
     }
@@ -168,10 +200,10 @@ fn sysctls_only_namespaced() {
     ];
     for (key, opts, ok) in cases {
         let mut f = Fixture::new();
-        f.security().namespace_options = opts.clone();
         let mut linux_cfg = LinuxPodSandboxConfig::default();
         linux_cfg.sysctls.insert(key.to_string(), "1".into());
         f.sandbox.linux = Some(linux_cfg);
+        set_namespace_options(&mut f, opts.clone());
         match f.generate() {
             Ok(spec) => {
                 assert!(ok, "{key} should be rejected");
