@@ -11,6 +11,8 @@ mod monitor;
 mod runtime;
 mod sandbox;
 mod store;
+#[cfg(test)]
+mod testutil;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

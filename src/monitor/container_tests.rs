@@ -1,8 +1,7 @@
 //! Containers through a real monitor and the real runtime: busybox rootfs, cgroups under
 //! a test-only parent. Needs root, as CI runs.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::Spec;
@@ -14,25 +13,6 @@ use crate::error::{Classify, Kind};
 
 const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat"];
 
-/// Copies busybox and the libraries it links into `rootfs`.
-fn build_rootfs(rootfs: &Path) {
-    let copy = |src: &Path| {
-        let dst = rootfs.join(src.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(src, &dst).unwrap();
-    };
-    copy(Path::new("/bin/busybox"));
-    let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            copy(Path::new(lib));
-        }
-    }
-    for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-}
-
 /// Everything a test container needs, under the monitor's tempdir.
 struct Fixture {
     root: PathBuf,
@@ -42,7 +22,7 @@ struct Fixture {
 impl Fixture {
     fn new(r: &Running) -> Self {
         let root = r.dir.path().to_path_buf();
-        build_rootfs(&root.join("rootfs"));
+        crate::testutil::busybox_rootfs(&root.join("rootfs"), APPLETS);
         Fixture {
             root,
             // One parent per monitor: the tests run in parallel and each removes its own.

@@ -23,27 +23,6 @@ const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "id", "hostname", "ls", "grep", "wc",
 ];
 
-/// Copies /bin/busybox and the libraries `ldd` lists into `rootfs`, plus applet links.
-fn build_rootfs(rootfs: &Path) {
-    let copy = |src: &Path| {
-        let dst = rootfs.join(src.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(src, &dst).unwrap();
-    };
-    copy(Path::new("/bin/busybox"));
-    let ldd = Command::new("ldd").arg("/bin/busybox").output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let lib = line.split_whitespace().find(|w| w.starts_with('/'));
-        if let Some(lib) = lib {
-            copy(Path::new(lib));
-        }
-    }
-    for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
-}
-
 fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
     let bundle = dir.join(cgroup.rsplit('/').next().unwrap());
     std::fs::create_dir_all(&bundle).unwrap();
@@ -183,7 +162,7 @@ fn containers_run_exec_and_clean_up() {
     }
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    build_rootfs(&dir.path().join("rootfs"));
+    crate::testutil::busybox_rootfs(&dir.path().join("rootfs"), APPLETS);
     let parent = format!("crius-test-{}", std::process::id());
     let root = Path::new(CGROUP_ROOT);
 
