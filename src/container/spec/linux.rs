@@ -11,7 +11,7 @@ use k8s_cri::v1::{
 };
 use oci_spec::runtime::{
     Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
-    LinuxDeviceType, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxResources,
+    LinuxDeviceType, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources,
 };
 
 use super::{SpecError, SpecInput};
@@ -349,7 +349,32 @@ fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
         (swap, _) => Some(swap),
     });
     out.set_memory((memory != LinuxMemory::default()).then_some(memory));
+    out.set_pids(pids_limit(&r.unified)?);
     Ok(out)
+}
+
+/// CRI has no pids field; a limit arrives as the cgroup v2 key `pids.max` in `unified`
+/// (applied on v1 too, where the pids controller has the same file). The other unified
+/// keys are for the full-resources work (roadmap) and are not applied yet.
+fn pids_limit(unified: &HashMap<String, String>) -> Result<Option<LinuxPids>, SpecError> {
+    let Some(v) = unified.get("pids.max") else {
+        return Ok(None);
+    };
+    if v.trim() == "max" {
+        return Ok(None);
+    }
+    match v.trim().parse::<i64>() {
+        Ok(n) if n > 0 => {
+            let mut pids = LinuxPids::default();
+            pids.set_limit(n);
+            Ok(Some(pids))
+        }
+        _ => Err(SpecError::invalid(
+            "unified[pids.max]",
+            v.clone(),
+            "must be a positive number or \"max\"",
+        )),
+    }
 }
 
 /// Deny every device, then allow the standard character devices.

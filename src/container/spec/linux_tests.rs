@@ -284,3 +284,38 @@ fn capabilities_add_drop_and_privileged() {
     assert_eq!(linux(&spec).masked_paths().as_deref(), Some(&[][..]));
     assert_eq!(linux(&spec).readonly_paths().as_deref(), Some(&[][..]));
 }
+
+#[test]
+fn pids_limit_from_unified() {
+    let cases: &[(&str, Option<i64>, bool)] = &[
+        ("100", Some(100), true),
+        ("max", None, true),
+        ("0", None, false),
+        ("-1", None, false),
+        ("lots", None, false),
+    ];
+    for (value, want, ok) in cases {
+        let mut f = Fixture::new();
+        let res = f
+            .config
+            .linux
+            .get_or_insert_with(Default::default)
+            .resources
+            .get_or_insert_with(Default::default);
+        res.unified.insert("pids.max".into(), value.to_string());
+        match f.generate() {
+            Ok(spec) => {
+                assert!(ok, "{value} should be rejected");
+                let got = linux(&spec)
+                    .resources()
+                    .as_ref()
+                    .and_then(|r| r.pids().as_ref().map(|p| p.limit()));
+                assert_eq!(got, *want, "{value}");
+            }
+            Err(e) => {
+                assert!(!ok, "{value} should be accepted: {e}");
+                assert_eq!(e.kind(), Kind::InvalidArgument);
+            }
+        }
+    }
+}
