@@ -37,9 +37,6 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Internal: the per-pod monitor, started by the daemon.
-    #[command(hide = true)]
-    Monitor(monitor::MonitorArgs),
 }
 
 #[derive(Subcommand)]
@@ -49,10 +46,20 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // The monitor is dispatched before anything else: it must fork before any thread
+    // exists, and it keeps its footprint small by never running clap.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == "monitor") {
+        return match monitor::MonitorArgs::parse(argv) {
+            Ok(args) => monitor::run(args),
+            Err(e) => {
+                eprintln!("crius monitor: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Daemon) {
-        // The monitor must fork before any thread exists: dispatch it first.
-        Command::Monitor(args) => monitor::run(args),
         Command::Config {
             command: ConfigCommand::Default,
         } => {

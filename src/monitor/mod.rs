@@ -164,20 +164,48 @@ impl ExitRecord {
     }
 }
 
-#[derive(Debug, clap::Args)]
+/// `crius monitor --pod-id ID --dir DIR [--cgroup-root R] [--detach]`. Parsed by hand,
+/// not by clap: every page of code the monitor touches stays resident in each monitor,
+/// and clap's parser was a large share of an idle monitor's footprint.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MonitorArgs {
     /// Pod sandbox id.
-    #[arg(long)]
     pub pod_id: String,
     /// The pod's volatile directory; the socket is <dir>/monitor.sock.
-    #[arg(long)]
     pub dir: std::path::PathBuf,
-    #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: std::path::PathBuf,
     /// Start the real monitor as a new process and exit at once, so the caller reaps
     /// this launcher and the monitor is reparented away from it.
-    #[arg(long, hide = true)]
     pub detach: bool,
+}
+
+impl MonitorArgs {
+    /// Parses the arguments after `monitor`.
+    pub fn parse<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Result<Self, String> {
+        let (mut pod_id, mut dir, mut detach) = (None, None, false);
+        let mut cgroup_root = std::path::PathBuf::from("/sys/fs/cgroup");
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            let flag = flag.to_string_lossy().into_owned();
+            if flag == "--detach" {
+                detach = true;
+                continue;
+            }
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--pod-id" => pod_id = Some(value.to_string_lossy().into_owned()),
+                "--dir" => dir = Some(value.into()),
+                "--cgroup-root" => cgroup_root = value.into(),
+                _ => return Err(format!("unknown monitor argument {flag:?}")),
+            }
+        }
+        Ok(MonitorArgs {
+            pod_id: pod_id.ok_or("--pod-id is required")?,
+            dir: dir.ok_or("--dir is required")?,
+            cgroup_root,
+            detach,
+        })
+    }
 }
 
 pub fn run(args: MonitorArgs) -> ExitCode {
@@ -201,4 +229,29 @@ pub(crate) fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::MonitorArgs;
+
+    fn parse(args: &[&str]) -> Result<MonitorArgs, String> {
+        MonitorArgs::parse(args.iter().map(|a| a.into()))
+    }
+
+    #[test]
+    fn monitor_args() {
+        let a = parse(&["--pod-id", "p", "--dir", "/d", "--detach"]).unwrap();
+        assert_eq!(a.pod_id, "p");
+        assert_eq!(a.dir, std::path::PathBuf::from("/d"));
+        assert_eq!(a.cgroup_root, std::path::PathBuf::from("/sys/fs/cgroup"));
+        assert!(a.detach);
+        let a = parse(&["--dir", "/d", "--cgroup-root", "/c", "--pod-id", "p"]).unwrap();
+        assert_eq!(a.cgroup_root, std::path::PathBuf::from("/c"));
+        assert!(!a.detach);
+        assert!(parse(&["--dir", "/d"]).is_err());
+        assert!(parse(&["--pod-id", "p"]).is_err());
+        assert!(parse(&["--pod-id"]).is_err());
+        assert!(parse(&["--pod-id", "p", "--dir", "/d", "--bogus", "x"]).is_err());
+    }
 }
