@@ -355,24 +355,27 @@ impl ContainerManager {
         if let Some(exit) = &rec.exit {
             return Ok(Observed::exited(exit.clone(), rec.started_at));
         }
-        let observed = match self.monitor(rec).state(&rec.id).await {
-            Ok(s) => Observed::from_monitor(&s),
+        let (observed, known) = match self.monitor(rec).state(&rec.id).await {
+            Ok(s) => (Observed::from_monitor(&s), true),
             Err(e) if e.is_unavailable() || e.is_not_found() => self.observe_offline(rec)?,
             Err(e) => return Err(e.into()),
         };
-        if let Some(exit) = &observed.exit {
+        // Only an exit the monitor reported (live or in exit.json) is a fact worth
+        // keeping; a guess made while the monitor is unreachable is asked again next time.
+        if known && let Some(exit) = &observed.exit {
             let exit = exit.clone();
             self.save(&rec.id, |r| r.exit = Some(exit))?;
         }
         Ok(observed)
     }
 
-    /// The state of a container whose monitor is gone: its exit record if it left one,
-    /// otherwise it died with its monitor (a reboot, or the monitor was killed).
-    fn observe_offline(&self, rec: &ContainerRecord) -> Result<Observed> {
+    /// The state of a container whose monitor does not answer: its exit record if it
+    /// left one (a fact: `true`), otherwise a guess that it died with its monitor (a
+    /// reboot, or the monitor was killed: `false`).
+    fn observe_offline(&self, rec: &ContainerRecord) -> Result<(Observed, bool)> {
         let path = self.data_dir(&rec.id).join(EXIT_FILE);
         if let Some(r) = read_json::<monitor::ExitRecord>(&path)? {
-            return Ok(Observed::exited(
+            let exit = Observed::exited(
                 Exit {
                     exit_code: r.exit_code,
                     finished_at: r.finished_at,
@@ -380,25 +383,22 @@ impl ContainerManager {
                     message: r.message,
                 },
                 rec.started_at,
-            ));
+            );
+            return Ok((exit, true));
         }
         if rec.phase == ContainerPhase::Creating {
-            return Ok(Observed {
-                state: cri::ContainerState::ContainerUnknown,
-                pid: 0,
-                started_at: 0,
-                exit: None,
-            });
+            return Ok((Observed::unknown(), false));
         }
-        Ok(Observed::exited(
+        let guess = Observed::exited(
             Exit {
                 exit_code: 255,
                 finished_at: id::now_ns(),
                 reason: "Unknown".into(),
-                message: "the container's monitor exited before the container".into(),
+                message: "the container's monitor is gone and left no exit record".into(),
             },
             rec.started_at,
-        ))
+        );
+        Ok((guess, false))
     }
 
     async fn wait_exit(&self, rec: &ContainerRecord, limit: Duration) -> Result<bool> {
@@ -424,11 +424,16 @@ impl ContainerManager {
         }
         let mon = self.monitor(&rec);
         if timeout_secs > 0 && o.is_running() {
-            mon.kill(&rec.id, stop_signal(self, &rec)).await?;
-            let limit = Duration::from_secs(timeout_secs.min(86_400) as u64);
-            if self.wait_exit(&rec, limit).await? {
-                info!(container = %rec.id, "container stopped");
-                return Ok(());
+            // A stop signal the monitor refuses must not keep SIGKILL from being sent.
+            match mon.kill(&rec.id, stop_signal(self, &rec)).await {
+                Ok(()) => {
+                    let limit = Duration::from_secs(timeout_secs.min(86_400) as u64);
+                    if self.wait_exit(&rec, limit).await? {
+                        info!(container = %rec.id, "container stopped");
+                        return Ok(());
+                    }
+                }
+                Err(e) => warn!(container = %rec.id, error = %e, "stop signal failed"),
             }
         }
         mon.kill(&rec.id, libc::SIGKILL).await?;
@@ -497,7 +502,11 @@ impl ContainerManager {
         let recs = self.records_where(|r| r.phase != ContainerPhase::Creating)?;
         let mut out = Vec::with_capacity(recs.len());
         for rec in recs {
-            let o = self.observe(&rec).await?;
+            // One monitor that does not answer must not fail the node-wide list.
+            let o = self.observe(&rec).await.unwrap_or_else(|e| {
+                warn!(container = %rec.id, error = %e, "state unknown");
+                Observed::unknown()
+            });
             let item = summary_of(&rec, &o);
             if filter.is_none_or(|f| matches_filter(&item, f)) {
                 out.push(item);

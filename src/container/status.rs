@@ -56,6 +56,16 @@ impl Observed {
         }
     }
 
+    /// Nothing reliable is known (the monitor does not answer and left no exit record).
+    pub fn unknown() -> Observed {
+        Observed {
+            state: cri::ContainerState::ContainerUnknown,
+            pid: 0,
+            started_at: 0,
+            exit: None,
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.state == cri::ContainerState::ContainerRunning
     }

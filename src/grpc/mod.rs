@@ -83,6 +83,20 @@ pub async fn serve(
         .await
 }
 
+/// Runs a state-changing call to completion even if its caller goes away. tonic drops
+/// the handler future when the client's deadline passes or the stream is reset; a
+/// RunPodSandbox cut off between acquiring resources and recording them (or half way
+/// through its rollback) would leak them and keep the name reserved.
+async fn to_completion<T, F>(fut: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(fut)
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("request task failed: {e}")))?
+}
+
 /// Wraps a domain result as a gRPC reply.
 fn reply<T>(r: Result<T>) -> std::result::Result<tonic::Response<T>, tonic::Status> {
     r.map(tonic::Response::new).map_err(|e| {

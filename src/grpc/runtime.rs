@@ -8,7 +8,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::reply;
+use super::{reply, to_completion};
 use crate::container::manager::ContainerManager;
 use crate::error::Error;
 use crate::sandbox::manager::PodManager;
@@ -58,11 +58,11 @@ impl RuntimeService for RuntimeApi {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let r = self
-            .pods
-            .run(req)
-            .instrument(span!("RunPodSandbox", name = name))
-            .await;
+        let pods = self.pods.clone();
+        let r = to_completion(
+            async move { pods.run(req).await }.instrument(span!("RunPodSandbox", name = name)),
+        )
+        .await;
         reply(r.map(|pod_sandbox_id| cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
@@ -71,11 +71,9 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Rpc<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let r = self
-            .pods
-            .stop(&id)
-            .instrument(span!("StopPodSandbox", pod = id))
-            .await;
+        let pods = self.pods.clone();
+        let span = span!("StopPodSandbox", pod = id);
+        let r = to_completion(async move { pods.stop(&id).await }.instrument(span)).await;
         reply(r.map(|()| cri::StopPodSandboxResponse {}))
     }
 
@@ -84,16 +82,20 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Rpc<cri::RemovePodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let r = async {
-            let pod = match self.pods.get(&id) {
-                Ok(p) => p,
-                Err(Error::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            self.containers.remove_pod_containers(&pod.id).await?;
-            self.pods.remove(&pod.id).await
-        }
-        .instrument(span!("RemovePodSandbox", pod = id))
+        let (pods, containers) = (self.pods.clone(), self.containers.clone());
+        let span = span!("RemovePodSandbox", pod = id);
+        let r = to_completion(
+            async move {
+                let pod = match pods.get(&id) {
+                    Ok(p) => p,
+                    Err(Error::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                containers.remove_pod_containers(&pod.id).await?;
+                pods.remove(&pod.id).await
+            }
+            .instrument(span),
+        )
         .await;
         reply(r.map(|()| cri::RemovePodSandboxResponse {}))
     }
@@ -129,11 +131,9 @@ impl RuntimeService for RuntimeApi {
     ) -> Rpc<cri::CreateContainerResponse> {
         let req = req.into_inner();
         let pod = req.pod_sandbox_id.clone();
-        let r = self
-            .containers
-            .create(req)
-            .instrument(span!("CreateContainer", pod = pod))
-            .await;
+        let containers = self.containers.clone();
+        let span = span!("CreateContainer", pod = pod);
+        let r = to_completion(async move { containers.create(req).await }.instrument(span)).await;
         reply(r.map(|container_id| cri::CreateContainerResponse { container_id }))
     }
 
@@ -142,11 +142,9 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::StartContainerRequest>,
     ) -> Rpc<cri::StartContainerResponse> {
         let id = req.into_inner().container_id;
-        let r = self
-            .containers
-            .start(&id)
-            .instrument(span!("StartContainer", id = id))
-            .await;
+        let containers = self.containers.clone();
+        let span = span!("StartContainer", id = id);
+        let r = to_completion(async move { containers.start(&id).await }.instrument(span)).await;
         reply(r.map(|()| cri::StartContainerResponse {}))
     }
 
@@ -156,10 +154,10 @@ impl RuntimeService for RuntimeApi {
     ) -> Rpc<cri::StopContainerResponse> {
         let req = req.into_inner();
         let id = req.container_id;
-        let r = self
-            .containers
-            .stop(&id, req.timeout)
-            .instrument(span!("StopContainer", id = id))
+        let containers = self.containers.clone();
+        let span = span!("StopContainer", id = id);
+        let timeout = req.timeout;
+        let r = to_completion(async move { containers.stop(&id, timeout).await }.instrument(span))
             .await;
         reply(r.map(|()| cri::StopContainerResponse {}))
     }
@@ -169,11 +167,9 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::RemoveContainerRequest>,
     ) -> Rpc<cri::RemoveContainerResponse> {
         let id = req.into_inner().container_id;
-        let r = self
-            .containers
-            .remove(&id)
-            .instrument(span!("RemoveContainer", id = id))
-            .await;
+        let containers = self.containers.clone();
+        let span = span!("RemoveContainer", id = id);
+        let r = to_completion(async move { containers.remove(&id).await }.instrument(span)).await;
         reply(r.map(|()| cri::RemoveContainerResponse {}))
     }
 

@@ -106,6 +106,9 @@ impl RecordDir {
 
     /// Every readable record. A directory without a record file (a create that crashed
     /// before its first save) is returned in the second list so recovery can delete it.
+    /// A record that does not decode (another version's, or damaged by hand) is renamed
+    /// to `<file>.corrupt` and skipped with a warning, its directory left for a person:
+    /// one bad file must not keep the daemon from starting.
     pub fn load_all<T: DeserializeOwned>(&self) -> Result<(Vec<T>, Vec<PathBuf>), StoreError> {
         let mut found = Vec::new();
         let mut orphans = Vec::new();
@@ -120,9 +123,18 @@ impl RecordDir {
             if !path.is_dir() {
                 continue;
             }
-            match read_json(&path.join(self.file))? {
-                Some(v) => found.push(v),
-                None => orphans.push(path),
+            let record = path.join(self.file);
+            match read_json(&record) {
+                Ok(Some(v)) => found.push(v),
+                Ok(None) if record.with_extension("json.corrupt").exists() => {}
+                Ok(None) => orphans.push(path),
+                Err(StoreError::Decode { path: bad, source }) => {
+                    let aside = bad.with_extension("json.corrupt");
+                    tracing::warn!(record = %bad.display(), error = %source,
+                        "skipping a record that does not decode; renamed to {}", aside.display());
+                    let _ = fs::rename(&bad, &aside);
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok((found, orphans))
@@ -165,11 +177,25 @@ mod tests {
     }
 
     #[test]
-    fn torn_record_is_an_error_not_a_panic() {
+    fn undecodable_record_is_set_aside_and_the_rest_load() {
         let t = tempfile::tempdir().unwrap();
         let d = RecordDir::new(t.path().to_path_buf(), "rec.json");
+        d.save("good", &R { a: 3 }).unwrap();
         fs::create_dir_all(t.path().join("y")).unwrap();
         fs::write(t.path().join("y/rec.json"), b"{\"a\":").unwrap();
-        assert!(matches!(d.load_all::<R>(), Err(StoreError::Decode { .. })));
+        let (all, orphans) = d.load_all::<R>().unwrap();
+        assert_eq!(all, vec![R { a: 3 }]);
+        assert!(
+            orphans.is_empty(),
+            "a corrupt record's dir is kept, not deleted"
+        );
+        assert!(t.path().join("y/rec.json.corrupt").exists());
+        assert!(!t.path().join("y/rec.json").exists());
+        let (all, orphans) = d.load_all::<R>().unwrap();
+        assert_eq!(
+            (all.len(), orphans.len()),
+            (1, 0),
+            "still kept on the next start"
+        );
     }
 }
