@@ -205,3 +205,56 @@ async fn sigterm_with_a_client_connected() {
     drop(rt);
     d.teardown().await;
 }
+
+/// A client that gives up mid-RunPodSandbox (kubelet's deadline, crictl's --timeout) must
+/// not cut setup or rollback short: the pod finishes, shows up, and tears down cleanly.
+#[tokio::test]
+async fn run_pod_sandbox_outlives_its_client_deadline() {
+    if !preflight("run_pod_sandbox_outlives_its_client_deadline", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    let config = pod_config(&d, "impatient");
+    let mut req = tonic::Request::new(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        ..Default::default()
+    });
+    req.set_timeout(std::time::Duration::from_millis(5));
+    let err = rt
+        .run_pod_sandbox(req)
+        .await
+        .expect_err("5 ms is too short for a pod");
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+    let mut ready = Vec::new();
+    for _ in 0..100 {
+        let items = rt
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+        ready = items
+            .into_iter()
+            .filter(|p| p.state == PodSandboxState::SandboxReady as i32)
+            .collect();
+        if !ready.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready.len(), 1, "the abandoned RunPodSandbox completed");
+    // Its name stays taken by that pod, as with containerd, until it is removed.
+    let again = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            ..Default::default()
+        })
+        .await
+        .expect_err("same name");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    d.teardown().await;
+}

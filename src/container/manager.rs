@@ -188,8 +188,7 @@ impl ContainerManager {
         };
         if let Err(e) = result {
             warn!(container = %id, error = %e, "create container failed; rolling back");
-            self.teardown(&record).await;
-            self.forget(&record);
+            self.undo_creation(&record).await?;
             return Err(e);
         }
         self.save(&id, |r| r.phase = ContainerPhase::Created)?;
@@ -271,6 +270,19 @@ impl ContainerManager {
                 exit_file: data.join(EXIT_FILE).display().to_string(),
             })
             .await?;
+        Ok(())
+    }
+
+    /// Rolls back a container that was never created. If the teardown itself fails, the
+    /// container stays recorded (and listed, with an unknown exit) instead of being
+    /// forgotten, so kubelet's RemoveContainer retries the teardown.
+    async fn undo_creation(&self, rec: &ContainerRecord) -> Result<()> {
+        let Some(e) = self.teardown(rec).await else {
+            self.forget(rec);
+            return Ok(());
+        };
+        warn!(container = %rec.id, error = %e, "rollback incomplete; keeping the record");
+        self.save(&rec.id, |r| r.phase = ContainerPhase::Created)?;
         Ok(())
     }
 
@@ -573,8 +585,7 @@ impl ContainerManager {
                 .insert(rec.name_key(), rec.id.clone());
             if rec.phase == ContainerPhase::Creating || self.pods.get(&rec.pod_id).is_err() {
                 warn!(container = %rec.id, "container creation was interrupted; removing it");
-                self.teardown(&rec).await;
-                self.forget(&rec);
+                self.undo_creation(&rec).await?;
             }
         }
         Ok(())

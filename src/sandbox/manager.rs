@@ -191,8 +191,7 @@ impl PodManager {
             Err(e) => {
                 let rec = entry.record.lock().map_err(poisoned)?.clone();
                 warn!(pod = %id, error = %e, "run pod sandbox failed; rolling back");
-                self.teardown(&rec).await;
-                self.forget(&rec);
+                self.undo_creation(entry, &rec).await?;
                 Err(e)
             }
         }
@@ -248,6 +247,29 @@ impl PodManager {
         }
         names.insert(key.to_string(), id.to_string());
         Ok(())
+    }
+
+    /// Rolls back a pod that never became Ready. If the teardown itself fails, the pod
+    /// stays recorded and listed as NotReady instead of being forgotten, so what leaked
+    /// is still known and kubelet's Stop/RemovePodSandbox retries the teardown.
+    async fn undo_creation(&self, entry: Arc<PodEntry>, rec: &PodRecord) -> Result<()> {
+        let Some(e) = self.teardown(rec).await else {
+            self.forget(rec);
+            return Ok(());
+        };
+        warn!(pod = %rec.id, error = %e, "rollback incomplete; keeping the pod as NotReady");
+        self.save(&entry, |r| r.phase = PodPhase::NotReady)?;
+        self.pods
+            .write()
+            .map_err(poisoned)?
+            .insert(rec.id.clone(), entry);
+        Ok(())
+    }
+
+    /// Whether `entry` is still the pod's current entry (not removed while we waited).
+    fn is_current(&self, entry: &Arc<PodEntry>, id: &str) -> Result<bool> {
+        let pods = self.pods.read().map_err(poisoned)?;
+        Ok(pods.get(id).is_some_and(|e| Arc::ptr_eq(e, entry)))
     }
 
     /// Drops the pod from memory and disk (record and volatile dir).
@@ -314,6 +336,13 @@ impl PodManager {
         let entry = self.entry(wanted)?;
         let _op = entry.op.lock().await;
         let rec = entry.record.lock().map_err(poisoned)?.clone();
+        if !self.is_current(&entry, &rec.id)? {
+            // Removed while this call waited: saving now would resurrect its record.
+            return Err(Error::NotFound {
+                what: "pod sandbox",
+                id: rec.id,
+            });
+        }
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
@@ -334,6 +363,9 @@ impl PodManager {
         };
         let _op = entry.op.lock().await;
         let rec = entry.record.lock().map_err(poisoned)?.clone();
+        if !self.is_current(&entry, &rec.id)? {
+            return Ok(());
+        }
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
@@ -370,13 +402,6 @@ impl PodManager {
             let _ = std::fs::remove_dir_all(&dir);
         }
         for rec in records {
-            if rec.phase == PodPhase::Creating {
-                warn!(pod = %rec.id, "pod creation was interrupted; tearing it down");
-                self.teardown(&rec).await;
-                self.forget(&rec);
-                continue;
-            }
-            let alive = self.monitor(&rec.id).ping().await.is_ok();
             let entry = Arc::new(PodEntry {
                 record: Mutex::new(rec.clone()),
                 op: tokio::sync::Mutex::new(()),
@@ -385,6 +410,12 @@ impl PodManager {
                 .lock()
                 .map_err(poisoned)?
                 .insert(rec.name_key(), rec.id.clone());
+            if rec.phase == PodPhase::Creating {
+                warn!(pod = %rec.id, "pod creation was interrupted; tearing it down");
+                self.undo_creation(entry, &rec).await?;
+                continue;
+            }
+            let alive = self.monitor(&rec.id).ping().await.is_ok();
             self.pods
                 .write()
                 .map_err(poisoned)?
