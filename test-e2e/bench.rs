@@ -19,7 +19,7 @@ fn pss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Monitor processes of this daemon: the crius binary re-executed as `monitor`.
-fn monitors(d: &Daemon) -> Vec<u32> {
+pub(crate) fn monitors(d: &Daemon) -> Vec<u32> {
     let run_root = d.paths.run_root.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -60,3 +60,31 @@ async fn daemon_kill9_and_restart() {
     assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
     d.teardown().await;
 }
+
+/// A pod whose monitor dies (OOM-killed, say) must stop being Ready so kubelet
+/// recreates it, and must still stop and remove without leaks: the monitor's orphaned
+/// container is killed through the pod cgroup.
+#[tokio::test]
+async fn monitor_killed() {
+    if !preflight("monitor_killed", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = pod_config(&d, "orphaned");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let sleeper = container_config("sleeper", BUSYBOX, &["sleep", "1000"]);
+    let id = create_and_start(&mut rt, &pod_id, &pod, &sleeper).await;
+    let monitors = crate::bench::monitors(&d);
+    assert_eq!(monitors.len(), 1, "{monitors:?}");
+    let pid = nix::unistd::Pid::from_raw(monitors[0] as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill monitor");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let st = pod_status(&mut rt, &pod_id).await;
+    assert_eq!(st.state, PodSandboxState::SandboxNotready as i32, "{st:?}");
+    let st = container_status(&mut rt, &id).await;
+    assert_ne!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+    d.teardown().await;
+}

@@ -105,7 +105,7 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> Rpc<cri::PodSandboxStatusResponse> {
         let req = req.into_inner();
-        let r = self.pods.status(&req.pod_sandbox_id);
+        let r = self.pods.status(&req.pod_sandbox_id).await;
         reply(r.map(|status| cri::PodSandboxStatusResponse {
             status: Some(status),
             timestamp: crate::id::now_ns(),

@@ -32,7 +32,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub fn serve(args: &MonitorArgs) -> Result<(), MonitorError> {
     sys::setup_process()?;
     let signals = sys::sigchld_fd()?;
-    std::fs::create_dir_all(&args.dir).map_err(|e| MonitorError::io("creating", &args.dir, e))?;
+    // The daemon makes the pod dir before spawning; if it is gone, the pod was rolled
+    // back while this monitor was starting, and serving it would leak a process.
+    if !args.dir.is_dir() {
+        return Err(MonitorError::io(
+            "opening pod dir",
+            &args.dir,
+            std::io::ErrorKind::NotFound.into(),
+        ));
+    }
     let socket = args.dir.join(SOCKET_NAME);
     let listener = listen(&socket)?;
     let pid_file = args.dir.join(PID_NAME);

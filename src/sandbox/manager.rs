@@ -374,9 +374,37 @@ impl PodManager {
         Ok(())
     }
 
-    pub fn status(&self, wanted: &str) -> Result<cri::PodSandboxStatus> {
-        let rec = self.get(wanted)?;
+    /// The pod's status. A Ready pod whose monitor has died (and its containers with
+    /// it) is recorded NotReady here, so kubelet recreates it instead of waiting forever.
+    pub async fn status(&self, wanted: &str) -> Result<cri::PodSandboxStatus> {
+        let entry = self.entry(wanted)?;
+        let rec = entry.record.lock().map_err(poisoned)?.clone();
+        if rec.phase == PodPhase::Ready && !self.monitor_alive(&rec.id).await {
+            warn!(pod = %rec.id, "monitor is gone; pod is no longer ready");
+            return Ok(status_of(
+                &self.save(&entry, |r| r.phase = PodPhase::NotReady)?,
+            ));
+        }
         Ok(status_of(&rec))
+    }
+
+    /// Whether the pod's monitor process exists. A failed ping alone is not enough: a
+    /// monitor at its connection limit drops new connections but is alive.
+    async fn monitor_alive(&self, id: &str) -> bool {
+        if self.monitor(id).ping().await.is_ok() {
+            return true;
+        }
+        let pid_file = self.run_dir(id).join(monitor::PID_NAME);
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return false;
+        };
+        // The pid may have been reused: it must still be this pod's monitor.
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(id))
+            .unwrap_or(false)
     }
 
     pub fn list(&self, filter: Option<&cri::PodSandboxFilter>) -> Result<Vec<cri::PodSandbox>> {
