@@ -71,6 +71,21 @@ impl Error {
     }
 }
 
+/// An error and its sources as one line, each cause once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_str = s.to_string();
+        if !msg.contains(&s_str) {
+            msg.push_str(": ");
+            msg.push_str(&s_str);
+        }
+        src = s.source();
+    }
+    msg
+}
+
 /// For `map_err` on a poisoned lock: a panic elsewhere left shared state unusable.
 pub fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
     Error::FailedPrecondition("internal state lock poisoned by an earlier panic".into())
@@ -109,17 +124,7 @@ impl From<Error> for tonic::Status {
             Kind::Internal => tonic::Code::Internal,
         };
         // The whole source chain, so a person reading crictl's output sees the cause.
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            let s_str = s.to_string();
-            if !msg.contains(&s_str) {
-                msg.push_str(": ");
-                msg.push_str(&s_str);
-            }
-            src = s.source();
-        }
-        tonic::Status::new(code, msg)
+        tonic::Status::new(code, error_chain(&e))
     }
 }
 

@@ -448,21 +448,6 @@ fn to_proto_error(e: &MonitorError) -> proto::Error {
     };
     proto::Error {
         code: code as i32,
-        message: error_chain(e),
+        message: crate::error::error_chain(e),
     }
-}
-
-/// The error and its sources, so the daemon sees the cause and not just the summary.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_str = s.to_string();
-        if !msg.contains(&s_str) {
-            msg.push_str(": ");
-            msg.push_str(&s_str);
-        }
-        src = s.source();
-    }
-    msg
 }

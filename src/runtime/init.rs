@@ -104,6 +104,15 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<Program, RuntimeError> {
     let Some(process) = a.spec.process() else {
         return Err(RuntimeError::Init("spec has no process".into()));
     };
+    prepare_process(process)
+}
+
+/// The last steps before exec, shared by a container's init and every exec'd process:
+/// limits, oom_score_adj, user and capabilities, cwd, the resolved program, and no fd
+/// beyond stdio surviving the exec.
+pub(super) fn prepare_process(
+    process: &oci_spec::runtime::Process,
+) -> Result<Program, RuntimeError> {
     rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     if let Some(adj) = process.oom_score_adj() {
         rlimits::set_oom_score_adj(adj)?;

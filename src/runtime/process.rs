@@ -17,15 +17,12 @@ use oci_spec::runtime::Process;
 use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
 use super::cgroups::CgroupManager;
-use super::executable::Program;
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
 use super::signals;
 use super::stdio::{self, above_stdio};
 use super::sync::{self, Channel, Message};
-use super::{
-    CreateOptions, Created, ExecOptions, RuntimeError, Stdio, io_err, rlimits, sys_err, user,
-};
+use super::{CreateOptions, Created, ExecOptions, RuntimeError, Stdio, sys_err};
 
 /// Ends a forked child without running the parent's atexit handlers or destructors.
 pub(super) fn exit_now(code: i32) -> ! {
@@ -247,17 +244,7 @@ fn exec_process(process: &Process, stdio: Stdio) -> ! {
     if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
         exit_now(127);
     }
-    let prepared = (|| {
-        rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
-        user::apply_identity(process)?;
-        let cwd = process.cwd();
-        std::env::set_current_dir(cwd).map_err(|e| io_err("chdir", cwd, e))?;
-        let args = process.args().as_deref().unwrap_or_default();
-        let program = Program::prepare(args, process.env().as_deref().unwrap_or_default())?;
-        stdio::close_on_exec_above_stdio()?;
-        Ok::<_, RuntimeError>(program)
-    })();
-    match prepared {
+    match init::prepare_process(process) {
         Ok(program) => {
             let err = program.exec();
             stdio::write_stderr(&format!("crius exec: {:?}: {err}\n", program.path));
