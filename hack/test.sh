@@ -57,6 +57,7 @@ step cni-plugins bash hack/cni.sh --links-only
 step registry bash hack/registry.sh
 step images bash hack/images.sh
 step fmt cargo fmt --all -- --check
+step layers python3 hack/layers.py
 step clippy cargo clippy --all-targets -- -D warnings
 step test cargo test --all-targets
 step leak-check leak_check

@@ -89,7 +89,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         () = signalled => Ok(()),
     };
     let _ = std::fs::remove_file(&cfg.socket);
-    served.map_err(|e| Error::FailedPrecondition(format!("CRI server failed: {e}")))?;
+    served.map_err(|e| Error::Internal(format!("CRI server failed: {e}")))?;
     info!("crius stopped");
     Ok(())
 }

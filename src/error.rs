@@ -1,7 +1,10 @@
-//! The daemon's error type and its one mapping to gRPC status codes.
+//! The error vocabulary at the bottom of the crate: what [`Kind`] of failure an error is,
+//! the [`Classify`] trait every domain error implements, and the daemon's [`Error`].
 //!
-//! Domain modules define their own `thiserror` enums and say which [`Kind`] each variant
-//! is; this file is the only place that turns a kind into a `tonic::Code`.
+//! This module imports nothing of the crate, so every layer may use it and none of them
+//! is pulled back in through it. Domain errors turn into `Error::Domain` through one
+//! blanket `From`, keeping their kind; the gRPC status code for a kind is chosen in
+//! `grpc/status.rs`, the only place that knows about gRPC.
 
 use std::path::PathBuf;
 
@@ -41,24 +44,32 @@ pub enum Error {
     Unimplemented(&'static str),
     #[error("{0}")]
     Timeout(String),
+    /// A failure of the daemon itself (a lost task, a poisoned lock), not of the request.
+    #[error("{0}")]
+    Internal(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
-    #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::SandboxError),
-    #[error(transparent)]
-    Spec(#[from] crate::container::spec::SpecError),
-    #[error(transparent)]
-    Monitor(#[from] crate::monitor::MonitorError),
-    #[error(transparent)]
-    Cgroup(#[from] crate::runtime::cgroups::CgroupError),
+    /// A domain module's error, classified when it crossed into `Error`.
+    #[error("{source}")]
+    Domain {
+        kind: Kind,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// `Error` deliberately does not implement [`Classify`]: that keeps this blanket
+/// conversion from overlapping with `From<Error> for Error`.
+impl<E: Classify + std::error::Error + Send + Sync + 'static> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::Domain {
+            kind: e.kind(),
+            source: Box::new(e),
+        }
+    }
 }
 
 impl Error {
@@ -68,6 +79,24 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::InvalidArgument(_) => Kind::InvalidArgument,
+            Error::NotFound { .. } => Kind::NotFound,
+            Error::AlreadyExists { .. } => Kind::AlreadyExists,
+            Error::FailedPrecondition(_) => Kind::FailedPrecondition,
+            Error::Unimplemented(_) => Kind::Unimplemented,
+            Error::Timeout(_) => Kind::DeadlineExceeded,
+            Error::Internal(_) | Error::Io { .. } => Kind::Internal,
+            Error::Domain { kind, .. } => *kind,
+        }
+    }
+
+    /// Whether the object asked for does not exist (also when a domain says so).
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == Kind::NotFound
     }
 }
 
@@ -88,44 +117,40 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// For `map_err` on a poisoned lock: a panic elsewhere left shared state unusable.
 pub fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
-    Error::FailedPrecondition("internal state lock poisoned by an earlier panic".into())
+    Error::Internal("internal state lock poisoned by an earlier panic".into())
 }
 
-impl Classify for Error {
-    fn kind(&self) -> Kind {
-        match self {
-            Error::InvalidArgument(_) => Kind::InvalidArgument,
-            Error::NotFound { .. } => Kind::NotFound,
-            Error::AlreadyExists { .. } => Kind::AlreadyExists,
-            Error::FailedPrecondition(_) => Kind::FailedPrecondition,
-            Error::Unimplemented(_) => Kind::Unimplemented,
-            Error::Timeout(_) => Kind::DeadlineExceeded,
-            Error::Io { .. } => Kind::Internal,
-            Error::Store(e) => e.kind(),
-            Error::Image(e) => e.kind(),
-            Error::Sandbox(e) => e.kind(),
-            Error::Spec(e) => e.kind(),
-            Error::Monitor(e) => e.kind(),
-            Error::Cgroup(_) => Kind::Internal,
-        }
-    }
-}
-
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> Self {
-        let code = match e.kind() {
-            Kind::InvalidArgument => tonic::Code::InvalidArgument,
-            Kind::NotFound => tonic::Code::NotFound,
-            Kind::AlreadyExists => tonic::Code::AlreadyExists,
-            Kind::FailedPrecondition => tonic::Code::FailedPrecondition,
-            Kind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
-            Kind::Unavailable => tonic::Code::Unavailable,
-            Kind::Unimplemented => tonic::Code::Unimplemented,
-            Kind::Internal => tonic::Code::Internal,
-        };
-        // The whole source chain, so a person reading crictl's output sees the cause.
-        tonic::Status::new(code, error_chain(&e))
-    }
+/// For a blocking or spawned task that panicked or was cancelled: its work is lost.
+pub fn task_failed(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("{what} task failed: {e}"))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("gone")]
+    struct Gone;
+
+    impl Classify for Gone {
+        fn kind(&self) -> Kind {
+            Kind::NotFound
+        }
+    }
+
+    #[test]
+    fn domain_errors_keep_their_kind_and_message() {
+        let e: Error = Gone.into();
+        assert_eq!(e.kind(), Kind::NotFound);
+        assert!(e.is_not_found());
+        assert_eq!(e.to_string(), "gone");
+        assert_eq!(
+            poisoned(std::sync::PoisonError::new(())).kind(),
+            Kind::Internal
+        );
+        assert_eq!(task_failed("setup", "panicked").kind(), Kind::Internal);
+    }
+}

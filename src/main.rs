@@ -13,6 +13,7 @@ mod sandbox;
 mod store;
 #[cfg(test)]
 mod testutil;
+mod validation;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -21,6 +21,7 @@ use oci_spec::runtime::{Process, Root, Spec, User};
 
 use crate::container::user::ResolvedUser;
 use crate::error::{Classify, Kind};
+use crate::validation::InputError;
 
 /// Used when neither the image nor the CRI config sets PATH (same value as containerd).
 pub const DEFAULT_PATH_ENV: &str =
@@ -36,14 +37,8 @@ pub const ANNOTATION_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("{field} is required")]
-    Missing { field: &'static str },
-    #[error("invalid {field} {value:?}: {reason}")]
-    Invalid {
-        field: String,
-        value: String,
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    Input(#[from] InputError),
     #[error(
         "no command specified: the container config has no command and the image has no \
          entrypoint or cmd"
@@ -68,11 +63,7 @@ impl SpecError {
         value: impl Into<String>,
         reason: &'static str,
     ) -> Self {
-        SpecError::Invalid {
-            field: field.into(),
-            value: value.into(),
-            reason,
-        }
+        SpecError::Input(InputError::invalid(field, value, reason))
     }
 
     pub(crate) fn unsupported(what: impl Into<String>) -> Self {
@@ -85,8 +76,7 @@ impl Classify for SpecError {
         match self {
             SpecError::Unsupported { .. } => Kind::Unimplemented,
             SpecError::Io { .. } => Kind::Internal,
-            SpecError::Missing { .. }
-            | SpecError::Invalid { .. }
+            SpecError::Input(_)
             | SpecError::NoCommand
             | SpecError::UserNotFound(_)
             | SpecError::GroupNotFound(_) => Kind::InvalidArgument,

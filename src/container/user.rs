@@ -333,7 +333,9 @@ mod tests {
         let neg = sc(|s| s.run_as_user = Some(Int64Value { value: -1 }));
         assert!(matches!(
             resolve_user(root.path(), "", Some(&neg)),
-            Err(SpecError::Invalid { .. })
+            Err(SpecError::Input(
+                crate::validation::InputError::Invalid { .. }
+            ))
         ));
     }
 

@@ -9,23 +9,22 @@ use std::path::{Component, Path, PathBuf};
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 
 use super::spec::SpecError;
-
-/// Longest name, namespace or uid accepted (a Kubernetes DNS subdomain).
-pub const MAX_NAME_LEN: usize = 253;
+use crate::validation::{InputError, check_abs_path, check_name, has_parent, no_nul};
 
 pub fn validate_container_config(
     c: &ContainerConfig,
     sandbox: &PodSandboxConfig,
 ) -> Result<(), SpecError> {
-    let meta = c.metadata.as_ref().ok_or(SpecError::Missing {
+    let meta = c.metadata.as_ref().ok_or(InputError::Missing {
         field: "container metadata",
     })?;
     check_name("container name", &meta.name)?;
     let image = c.image.as_ref().map_or("", |i| i.image.as_str());
     if image.is_empty() {
-        return Err(SpecError::Missing {
+        return Err(InputError::Missing {
             field: "container image",
-        });
+        }
+        .into());
     }
     if !c.log_path.is_empty() {
         log_path(Path::new(&sandbox.log_directory), &c.log_path)?;
@@ -98,40 +97,6 @@ pub fn log_path(sandbox_log_dir: &Path, container_log_path: &str) -> Result<Path
     Ok(sandbox_log_dir.join(rel))
 }
 
-/// Names, namespaces and uids become parts of file and directory names.
-pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), SpecError> {
-    let reason = if value.is_empty() {
-        "must not be empty"
-    } else if value.len() > MAX_NAME_LEN {
-        "must be at most 253 bytes"
-    } else if value.contains('/') {
-        "must not contain '/'"
-    } else if value.contains("..") {
-        "must not contain '..'"
-    } else if value.contains('\0') {
-        "must not contain NUL bytes"
-    } else {
-        return Ok(());
-    };
-    Err(SpecError::invalid(field, value, reason))
-}
-
-/// A non-empty absolute path without `..` components or NUL bytes.
-pub(crate) fn check_abs_path(field: &'static str, value: &str) -> Result<(), SpecError> {
-    let reason = if value.is_empty() {
-        "must not be empty"
-    } else if value.contains('\0') {
-        "must not contain NUL bytes"
-    } else if !value.starts_with('/') {
-        "must be an absolute path"
-    } else if has_parent(Path::new(value)) {
-        "must not contain '..' components"
-    } else {
-        return Ok(());
-    };
-    Err(SpecError::invalid(field, value, reason))
-}
-
 fn check_env(key: &str, value: &str) -> Result<(), SpecError> {
     let reason = if key.is_empty() {
         "environment variable names must not be empty"
@@ -143,21 +108,6 @@ fn check_env(key: &str, value: &str) -> Result<(), SpecError> {
         return Ok(());
     };
     Err(SpecError::invalid("env", key, reason))
-}
-
-pub(crate) fn no_nul(field: &'static str, value: &str) -> Result<(), SpecError> {
-    if value.contains('\0') {
-        return Err(SpecError::invalid(
-            field,
-            value,
-            "must not contain NUL bytes",
-        ));
-    }
-    Ok(())
-}
-
-fn has_parent(path: &Path) -> bool {
-    path.components().any(|c| matches!(c, Component::ParentDir))
 }
 
 #[cfg(test)]

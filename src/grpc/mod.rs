@@ -1,9 +1,10 @@
 //! The CRI gRPC layer: thin translation between CRI messages and domain calls. Each
 //! handler opens a span with the ids it was given, calls one domain method and lets
-//! `From<Error> for Status` (error.rs) pick the code.
+//! `From<Error> for Status` (status.rs) pick the code.
 
 mod image;
 mod runtime;
+mod status;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
@@ -16,7 +17,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tracing::info;
 
 use crate::container::manager::ContainerManager;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, task_failed};
 use crate::image::ImageStore;
 use crate::sandbox::manager::PodManager;
 
@@ -94,7 +95,7 @@ where
 {
     tokio::spawn(fut)
         .await
-        .map_err(|e| Error::FailedPrecondition(format!("request task failed: {e}")))?
+        .map_err(|e| task_failed("request", e))?
 }
 
 /// Wraps a domain result as a gRPC reply.

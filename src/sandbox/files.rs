@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1::DnsConfig;
 
 use super::SandboxError;
-use super::namespaces::validate_hostname;
 use crate::store::write_atomic;
+use crate::validation::check_hostname;
 
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -68,7 +68,7 @@ pub fn render_resolv_conf(dns: &DnsConfig) -> Result<String, SandboxError> {
 
 /// Writes `<dir>/hostname` containing `hostname` and a newline.
 pub fn write_hostname(dir: &Path, hostname: &str) -> Result<PathBuf, SandboxError> {
-    validate_hostname(hostname)?;
+    check_hostname(hostname)?;
     let path = dir.join("hostname");
     write_atomic(&path, format!("{hostname}\n").as_bytes())?;
     Ok(path)
@@ -81,7 +81,7 @@ pub fn write_hosts(
     hostname: &str,
     ip: Option<IpAddr>,
 ) -> Result<PathBuf, SandboxError> {
-    validate_hostname(hostname)?;
+    check_hostname(hostname)?;
     let path = dir.join("hosts");
     write_atomic(&path, render_hosts(hostname, ip).as_bytes())?;
     Ok(path)

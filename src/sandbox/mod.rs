@@ -19,11 +19,8 @@ use crate::error::{Classify, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("invalid hostname {hostname:?}: {reason}")]
-    InvalidHostname {
-        hostname: String,
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    Input(#[from] crate::validation::InputError),
     #[error("invalid DNS config: {0}")]
     InvalidDns(String),
     #[error("invalid port mapping: {0}")]
@@ -107,7 +104,7 @@ impl SandboxError {
 impl Classify for SandboxError {
     fn kind(&self) -> Kind {
         match self {
-            SandboxError::InvalidHostname { .. }
+            SandboxError::Input(_)
             | SandboxError::InvalidDns(_)
             | SandboxError::InvalidPortMapping(_) => Kind::InvalidArgument,
             SandboxError::NoNetworkConfig { .. }

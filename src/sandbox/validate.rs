@@ -5,18 +5,14 @@
 //! line into /etc/resolv.conf is refused here.
 
 use std::net::IpAddr;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use k8s_cri::v1::{PodSandboxConfig, PortMapping, Protocol};
 
-use crate::container::spec::SpecError;
-use crate::container::validate::check_name;
+use crate::validation::{InputError, check_hostname, check_name, has_parent};
 
-/// Linux's HOST_NAME_MAX.
-pub const MAX_HOSTNAME_LEN: usize = 64;
-
-pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), SpecError> {
-    let meta = c.metadata.as_ref().ok_or(SpecError::Missing {
+pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), InputError> {
+    let meta = c.metadata.as_ref().ok_or(InputError::Missing {
         field: "pod sandbox metadata",
     })?;
     check_name("pod name", &meta.name)?;
@@ -35,7 +31,7 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), SpecError> {
         for server in &dns.servers {
             server
                 .parse::<IpAddr>()
-                .map_err(|_| SpecError::invalid("dns server", server, "must be an IP address"))?;
+                .map_err(|_| InputError::invalid("dns server", server, "must be an IP address"))?;
         }
         for search in &dns.searches {
             check_resolv_word("dns search domain", search)?;
@@ -47,42 +43,23 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// Letters, digits, '-' and '.', not starting or ending with '-' or '.'.
-fn check_hostname(hostname: &str) -> Result<(), SpecError> {
-    let reason = if hostname.len() > MAX_HOSTNAME_LEN {
-        "must be at most 64 characters"
-    } else if !hostname
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        "may only contain letters, digits, '-' and '.'"
-    } else if hostname.starts_with(['-', '.']) || hostname.ends_with(['-', '.']) {
-        "must start and end with a letter or digit"
-    } else if hostname.contains("..") {
-        "must not contain empty labels ('..')"
-    } else {
-        return Ok(());
-    };
-    Err(SpecError::invalid("hostname", hostname, reason))
-}
-
-fn check_log_directory(dir: &str) -> Result<(), SpecError> {
+fn check_log_directory(dir: &str) -> Result<(), InputError> {
     let path = Path::new(dir);
     let reason = if dir.contains('\0') {
         "must not contain NUL bytes"
     } else if !path.is_absolute() {
         "must be an absolute path"
-    } else if path.components().any(|c| matches!(c, Component::ParentDir)) {
+    } else if has_parent(path) {
         "must not contain '..' components"
     } else {
         return Ok(());
     };
-    Err(SpecError::invalid("log_directory", dir, reason))
+    Err(InputError::invalid("log_directory", dir, reason))
 }
 
-fn check_port_mapping(pm: &PortMapping) -> Result<(), SpecError> {
+fn check_port_mapping(pm: &PortMapping) -> Result<(), InputError> {
     if !(1..=65535).contains(&pm.container_port) {
-        return Err(SpecError::invalid(
+        return Err(InputError::invalid(
             "port mapping container_port",
             pm.container_port.to_string(),
             "must be between 1 and 65535",
@@ -90,21 +67,21 @@ fn check_port_mapping(pm: &PortMapping) -> Result<(), SpecError> {
     }
     // 0 means "not published on the host".
     if !(0..=65535).contains(&pm.host_port) {
-        return Err(SpecError::invalid(
+        return Err(InputError::invalid(
             "port mapping host_port",
             pm.host_port.to_string(),
             "must be between 0 and 65535",
         ));
     }
     if Protocol::try_from(pm.protocol).is_err() {
-        return Err(SpecError::invalid(
+        return Err(InputError::invalid(
             "port mapping protocol",
             pm.protocol.to_string(),
             "must be TCP, UDP or SCTP",
         ));
     }
     if !pm.host_ip.is_empty() && pm.host_ip.parse::<IpAddr>().is_err() {
-        return Err(SpecError::invalid(
+        return Err(InputError::invalid(
             "port mapping host_ip",
             &pm.host_ip,
             "must be an IP address",
@@ -114,9 +91,9 @@ fn check_port_mapping(pm: &PortMapping) -> Result<(), SpecError> {
 }
 
 /// One whitespace-free word of /etc/resolv.conf: a newline would inject a directive.
-fn check_resolv_word(field: &'static str, value: &str) -> Result<(), SpecError> {
+fn check_resolv_word(field: &'static str, value: &str) -> Result<(), InputError> {
     if value.is_empty() || value.chars().any(|ch| ch.is_whitespace() || ch == '\0') {
-        return Err(SpecError::invalid(
+        return Err(InputError::invalid(
             field,
             value,
             "must be a single non-empty word without spaces or newlines",
@@ -155,7 +132,7 @@ mod tests {
         }
     }
 
-    fn check(f: impl FnOnce(&mut PodSandboxConfig)) -> Result<(), SpecError> {
+    fn check(f: impl FnOnce(&mut PodSandboxConfig)) -> Result<(), InputError> {
         let mut c = valid();
         f(&mut c);
         validate_pod_config(&c)
@@ -173,7 +150,8 @@ mod tests {
         check(|c| c.dns_config = None).expect("no dns");
         check(|c| c.port_mappings[0].host_port = 0).expect("unpublished port");
         check(|c| c.port_mappings[0].host_ip.clear()).expect("any host ip");
-        check(|c| c.hostname = "a".repeat(64)).expect("64-char hostname");
+        check(|c| c.hostname = format!("{}.{}", "a".repeat(31), "b".repeat(32)))
+            .expect("64-char hostname");
         check(|c| meta(c).name = "n".repeat(253)).expect("253-char name");
     }
 
@@ -190,6 +168,7 @@ mod tests {
             ("NUL in uid", |c| meta(c).uid = "u\0".into()),
             ("long name", |c| meta(c).name = "n".repeat(254)),
             ("long hostname", |c| c.hostname = "a".repeat(65)),
+            ("long label", |c| c.hostname = "a".repeat(64)),
             ("hostname underscore", |c| c.hostname = "a_b".into()),
             ("hostname dash", |c| c.hostname = "-a".into()),
             ("hostname newline", |c| c.hostname = "a\nb".into()),

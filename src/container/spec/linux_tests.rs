@@ -165,7 +165,12 @@ fn resources_mapping() {
     ] {
         let mut f = Fixture::new();
         bad(f.resources());
-        assert!(matches!(f.generate(), Err(SpecError::Invalid { .. })));
+        assert!(matches!(
+            f.generate(),
+            Err(SpecError::Input(
+                crate::validation::InputError::Invalid { .. }
+            ))
+        ));
     }
 }
 
@@ -269,7 +274,12 @@ fn capabilities_add_drop_and_privileged() {
         add_capabilities: strings(&["NOT_A_CAP"]),
         ..Default::default()
     });
-    assert!(matches!(f.generate(), Err(SpecError::Invalid { .. })));
+    assert!(matches!(
+        f.generate(),
+        Err(SpecError::Input(
+            crate::validation::InputError::Invalid { .. }
+        ))
+    ));
 
     let mut f = Fixture::new();
     f.security().privileged = true;

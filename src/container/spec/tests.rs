@@ -331,7 +331,12 @@ fn cri_mount_options_and_rootfs_propagation() {
     let mut f = Fixture::new();
     f.config.mounts = vec![cri_mount("/x", "/h", false, PropagationPrivate)];
     f.config.mounts[0].propagation = 7;
-    assert!(matches!(f.generate(), Err(SpecError::Invalid { .. })));
+    assert!(matches!(
+        f.generate(),
+        Err(SpecError::Input(
+            crate::validation::InputError::Invalid { .. }
+        ))
+    ));
 }
 
 #[test]

@@ -25,6 +25,13 @@ pub enum CgroupError {
     Busy { path: PathBuf },
 }
 
+impl crate::error::Classify for CgroupError {
+    fn kind(&self) -> crate::error::Kind {
+        // Bad cgroup paths never come from a request: the daemon builds them.
+        crate::error::Kind::Internal
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     V1,
