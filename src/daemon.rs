@@ -84,12 +84,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         stop.notify_one();
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    let served = tokio::select! {
-        r = server => r,
-        () = signalled => Ok(()),
+    tokio::select! {
+        () = server => {},
+        () = signalled => {},
     };
     let _ = std::fs::remove_file(&cfg.socket);
-    served.map_err(|e| Error::Internal(format!("CRI server failed: {e}")))?;
     info!("crius stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@ mod config;
 mod container;
 mod daemon;
 mod error;
+mod fault;
 mod grpc;
 mod id;
 mod image;
@@ -11,6 +12,7 @@ mod monitor;
 mod runtime;
 mod sandbox;
 mod store;
+mod task;
 #[cfg(test)]
 mod testutil;
 mod validation;

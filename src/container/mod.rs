@@ -1,6 +1,7 @@
 //! Containers: request validation, OCI spec generation (pure), user resolution, the
 //! overlay rootfs, and the container manager that drives the pod's monitor.
 pub mod manager;
+pub mod record;
 pub mod rootfs;
 pub mod spec;
 pub mod status;

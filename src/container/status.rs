@@ -4,6 +4,7 @@
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 
+use super::record::ContainerRecord;
 use crate::monitor::proto;
 
 /// How a container ended.
@@ -87,6 +88,68 @@ pub fn matches_filter(c: &cri::Container, f: &cri::ContainerFilter) -> bool {
         && f.label_selector
             .iter()
             .all(|(k, v)| c.labels.get(k) == Some(v))
+}
+
+pub fn summary_of(rec: &ContainerRecord, o: &Observed) -> cri::Container {
+    cri::Container {
+        id: rec.id.clone(),
+        pod_sandbox_id: rec.pod_id.clone(),
+        metadata: rec.config.metadata.clone(),
+        image: rec.config.image.clone(),
+        image_ref: rec.image_ref.clone(),
+        image_id: rec.image_id.clone(),
+        state: o.state as i32,
+        created_at: rec.created_at,
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+    }
+}
+
+pub fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
+    let exit = o.exit.clone();
+    let started_at = if o.started_at != 0 {
+        o.started_at
+    } else {
+        rec.started_at
+    };
+    cri::ContainerStatus {
+        id: rec.id.clone(),
+        metadata: rec.config.metadata.clone(),
+        state: o.state as i32,
+        created_at: rec.created_at,
+        started_at,
+        finished_at: exit.as_ref().map_or(0, |e| e.finished_at),
+        exit_code: exit.as_ref().map_or(0, |e| e.exit_code),
+        image: rec.config.image.clone(),
+        image_ref: rec.image_ref.clone(),
+        image_id: rec.image_id.clone(),
+        reason: exit.as_ref().map_or(String::new(), |e| {
+            if e.reason.is_empty() {
+                exit_reason(e.exit_code).into()
+            } else {
+                e.reason.clone()
+            }
+        }),
+        message: exit.map(|e| e.message).unwrap_or_default(),
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+        mounts: rec.config.mounts.clone(),
+        log_path: rec
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        resources: rec
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| cri::ContainerResources {
+                linux: Some(r),
+                ..Default::default()
+            }),
+        user: None,
+    }
 }
 
 #[cfg(test)]

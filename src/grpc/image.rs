@@ -7,7 +7,7 @@ use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::reply;
+use super::{deadline, reply};
 use crate::container::manager::ContainerManager;
 use crate::error::Error;
 use crate::image::{Image, ImageStore, RegistryAuth};
@@ -94,6 +94,7 @@ impl ImageService for ImageApi {
     }
 
     async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> Rpc<cri::PullImageResponse> {
+        let deadline = deadline(&req);
         let req = req.into_inner();
         let auth = req.auth.map(|a| RegistryAuth {
             username: a.username,
@@ -104,11 +105,18 @@ impl ImageService for ImageApi {
         });
         let r = async {
             let name = image_name(req.image)?;
-            let img = self
+            let pull = self
                 .images
                 .pull(&name, auth.as_ref())
-                .instrument(tracing::info_span!("PullImage", image = %name))
-                .await?;
+                .instrument(tracing::info_span!("PullImage", image = %name));
+            // Past the deadline the pull is dropped: blobs already verified stay in the
+            // store (a partial download is removed), so a retry fetches only the rest.
+            let img = match deadline {
+                Some(at) => tokio::time::timeout_at(at, pull).await.map_err(|_| {
+                    Error::Timeout(format!("pulling {name}: the client's deadline passed"))
+                })??,
+                None => pull.await?,
+            };
             Ok(cri::PullImageResponse { image_ref: img.id })
         }
         .await;

@@ -4,6 +4,7 @@
 
 mod image;
 mod runtime;
+mod serve;
 mod status;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tracing::info;
 
 use crate::container::manager::ContainerManager;
@@ -65,23 +65,27 @@ pub async fn serve(
     listener: UnixListener,
     services: Services,
     shutdown: impl std::future::Future<Output = ()>,
-) -> std::result::Result<(), tonic::transport::Error> {
+) {
     let runtime = RuntimeApi::new(services.pods.clone(), services.containers.clone());
     let image = ImageApi::new(services.images.clone(), services.containers.clone());
+    let routes = tonic::service::Routes::new(
+        RuntimeServiceServer::new(runtime)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        ImageServiceServer::new(image)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .prepare();
     info!("serving CRI");
-    tonic::transport::Server::builder()
-        .add_service(
-            RuntimeServiceServer::new(runtime)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            ImageServiceServer::new(image)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
+    serve::serve(listener, routes, shutdown).await
+}
+
+/// The client's deadline for this call, if it sent one.
+fn deadline<T>(req: &tonic::Request<T>) -> Option<tokio::time::Instant> {
+    req.extensions().get::<serve::Deadline>().map(|d| d.0)
 }
 
 /// Runs a state-changing call to completion even if its caller goes away. tonic drops

@@ -82,21 +82,10 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Rpc<cri::RemovePodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let (pods, containers) = (self.pods.clone(), self.containers.clone());
+        let containers = self.containers.clone();
         let span = span!("RemovePodSandbox", pod = id);
-        let r = to_completion(
-            async move {
-                let pod = match pods.get(&id) {
-                    Ok(p) => p,
-                    Err(Error::NotFound { .. }) => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                containers.remove_pod_containers(&pod.id).await?;
-                pods.remove(&pod.id).await
-            }
-            .instrument(span),
-        )
-        .await;
+        let r =
+            to_completion(async move { containers.remove_pod(&id).await }.instrument(span)).await;
         reply(r.map(|()| cri::RemovePodSandboxResponse {}))
     }
 

@@ -1,65 +1,36 @@
 //! Pod sandbox lifecycle: validate, act, record, with one idempotent teardown that serves
 //! as rollback of a failed RunPodSandbox, recovery of a pod whose creation was cut short
 //! by a crash, StopPodSandbox and RemovePodSandbox alike.
+//!
+//! Each pod has its own operation lock (`store::registry`): stop and remove take it
+//! exclusively, container creation in the pod takes it shared. Blocking work (namespace
+//! threads, mounts, cgroup files, fsync) runs on tokio's blocking pool.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
-use serde::{Deserialize, Serialize};
+use tokio::sync::RwLockWriteGuard;
 use tracing::{info, warn};
 
 use super::files;
 use super::namespaces::{self, NamespaceSet, PodNamespaces};
-use super::network::{Attachment, Cni, NetworkConfig, PortMapping};
+use super::network::{Attachment, Cni, PortMapping};
+use super::record::name_key;
+pub use super::record::{PodPhase, PodRecord};
 use super::validate::validate_pod_config;
-use crate::error::{Error, Result, poisoned};
+use super::view::{matches_filter, namespace_options, status_of, summary_of};
+use crate::error::{Error, Result};
+use crate::fault;
 use crate::id;
 use crate::monitor::{self, MonitorClient};
 use crate::runtime::cgroups;
-use crate::store::RecordDir;
+use crate::store::registry::{Entry, Registry};
+use crate::task::blocking;
 
 const RECORD_FILE: &str = "pod.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PodPhase {
-    /// Resources are being acquired; a record found in this phase at startup is torn down.
-    Creating,
-    Ready,
-    NotReady,
-}
-
-/// What the daemon knows about a pod, persisted as `<root>/pods/<id>/pod.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PodRecord {
-    pub id: String,
-    pub config: cri::PodSandboxConfig,
-    pub runtime_handler: String,
-    pub created_at: i64,
-    pub phase: PodPhase,
-    /// Set before CNI ADD runs, so teardown knows to run DEL with the same config.
-    pub network: Option<NetworkConfig>,
-    pub ips: Vec<IpAddr>,
-    /// Cgroup path relative to the hierarchy root.
-    pub cgroup: String,
-}
-
-impl PodRecord {
-    fn name_key(&self) -> String {
-        name_key(&self.config)
-    }
-
-    pub fn log_directory(&self) -> &str {
-        &self.config.log_directory
-    }
-}
-
-fn name_key(c: &cri::PodSandboxConfig) -> String {
-    let m = c.metadata.clone().unwrap_or_default();
-    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
-}
+pub type PodEntry = Entry<PodRecord>;
 
 /// Paths and settings the pod manager needs from the config.
 #[derive(Debug, Clone)]
@@ -72,30 +43,19 @@ pub struct PodSettings {
     pub exe: PathBuf,
 }
 
-struct PodEntry {
-    record: Mutex<PodRecord>,
-    /// Serializes stop/remove of one pod; never held while another pod is worked on.
-    op: tokio::sync::Mutex<()>,
-}
-
 pub struct PodManager {
     settings: PodSettings,
     cni: Cni,
-    records: RecordDir,
-    pods: RwLock<HashMap<String, Arc<PodEntry>>>,
-    /// Name key -> id, including pods still being created.
-    names: Mutex<HashMap<String, String>>,
+    pods: Registry<PodRecord>,
 }
 
 impl PodManager {
     pub fn new(settings: PodSettings, cni: Cni) -> Self {
-        let records = RecordDir::new(settings.records.clone(), RECORD_FILE);
+        let pods = Registry::new("pod sandbox", settings.records.clone(), RECORD_FILE);
         PodManager {
             settings,
             cni,
-            records,
-            pods: RwLock::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
+            pods,
         }
     }
 
@@ -115,31 +75,22 @@ impl PodManager {
         MonitorClient::new(self.run_dir(id).join("monitor.sock"))
     }
 
-    pub fn cgroup_root(&self) -> &std::path::Path {
+    pub fn cgroup_root(&self) -> &Path {
         &self.settings.cgroup_root
     }
 
-    /// The pod's record, looked up by id or unique id prefix.
-    pub fn get(&self, id: &str) -> Result<PodRecord> {
-        Ok(self.entry(id)?.record.lock().map_err(poisoned)?.clone())
+    /// The pod with this id or unique prefix; its lock orders work on it.
+    pub fn entry(&self, wanted: &str) -> Result<Arc<PodEntry>> {
+        self.pods.entry(wanted)
     }
 
-    fn entry(&self, wanted: &str) -> Result<Arc<PodEntry>> {
-        let pods = self.pods.read().map_err(poisoned)?;
-        let id = id::resolve("pod sandbox", wanted, pods.keys())?;
-        pods.get(&id).cloned().ok_or(Error::NotFound {
-            what: "pod sandbox",
-            id,
-        })
+    /// The pod, or `None` if it does not exist (Stop/Remove are idempotent).
+    pub fn find(&self, wanted: &str) -> Result<Option<Arc<PodEntry>>> {
+        self.pods.find(wanted)
     }
 
-    fn save(&self, entry: &PodEntry, change: impl FnOnce(&mut PodRecord)) -> Result<PodRecord> {
-        let mut rec = entry.record.lock().map_err(poisoned)?;
-        let mut next = rec.clone();
-        change(&mut next);
-        self.records.save(&next.id, &next)?;
-        *rec = next.clone();
-        Ok(next)
+    pub fn get(&self, wanted: &str) -> Result<PodRecord> {
+        self.pods.get(wanted)
     }
 
     pub async fn run(&self, req: cri::RunPodSandboxRequest) -> Result<String> {
@@ -156,7 +107,7 @@ impl PodManager {
             });
         }
         let id = id::new_id();
-        self.reserve_name(&name_key(&config), &id)?;
+        let name = self.pods.reserve_name(name_key(&config), &id)?;
         let record = PodRecord {
             id: id.clone(),
             cgroup: format!(
@@ -171,61 +122,71 @@ impl PodManager {
             network: None,
             ips: Vec::new(),
         };
-        let entry = Arc::new(PodEntry {
-            record: Mutex::new(record.clone()),
-            op: tokio::sync::Mutex::new(()),
-        });
-        let result = match self.records.save(&id, &record) {
-            Ok(()) => self.setup(&entry).await,
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Ok(()) => {
-                self.pods
-                    .write()
-                    .map_err(poisoned)?
-                    .insert(id.clone(), entry);
-                info!(pod = %id, "pod sandbox ready");
-                Ok(id)
+        let entry = self.pods.insert(record).await?;
+        // Nobody else can see the pod's id yet, but its stop must wait for the setup.
+        let op = entry.exclusive().await;
+        if let Err(e) = self.setup(&entry).await {
+            warn!(pod = %id, error = %e, "run pod sandbox failed; rolling back");
+            if self.undo_creation(&entry, &op).await? {
+                name.keep();
             }
-            Err(e) => {
-                let rec = entry.record.lock().map_err(poisoned)?.clone();
-                warn!(pod = %id, error = %e, "run pod sandbox failed; rolling back");
-                self.undo_creation(entry, &rec).await?;
-                Err(e)
-            }
+            return Err(e);
         }
+        name.keep();
+        info!(pod = %id, "pod sandbox ready");
+        Ok(id)
     }
 
     /// Acquires every resource of a pod in `Creating` phase and marks it Ready.
     async fn setup(&self, entry: &PodEntry) -> Result<()> {
-        let rec = entry.record.lock().map_err(poisoned)?.clone();
-        let dir = self.run_dir(&rec.id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let rec = entry.get()?;
         let set = NamespaceSet::from_cri(namespace_options(&rec.config).as_ref());
         let hostname = effective_hostname(&rec.config)?;
-        let ns = namespaces::create_namespace_set(&dir, set, &hostname)?;
-        let cg = cgroups::manager(&self.settings.cgroup_root, &rec.cgroup)?;
-        cg.create()?;
+        let (dir, cgroup_root, cgroup) = (
+            self.run_dir(&rec.id),
+            self.settings.cgroup_root.clone(),
+            rec.cgroup.clone(),
+        );
+        let ns = blocking("pod namespaces", {
+            let (dir, hostname) = (dir.clone(), hostname.clone());
+            move || {
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+                let ns = namespaces::create_namespace_set(&dir, set, &hostname)?;
+                cgroups::manager(&cgroup_root, &cgroup)?.create()?;
+                fault::inject("pod-cgroup")?;
+                Ok::<_, Error>(ns)
+            }
+        })
+        .await?;
         let mut ips = Vec::new();
         if set.net {
             let net = self.cni.load_network()?;
-            let rec = self.save(entry, |r| r.network = Some(net.clone()))?;
+            let rec = self
+                .pods
+                .save(entry, |r| r.network = Some(net.clone()))
+                .await?;
             ips = self.cni.add(&net, &attachment(&rec, &ns)?).await?.ips;
         }
-        let ip = ips.first().copied();
-        files::write_resolv_conf(&dir, rec.config.dns_config.as_ref())?;
-        files::write_hostname(&dir, &hostname)?;
-        files::write_hosts(&dir, &hostname, ip)?;
+        let (dns, ip) = (rec.config.dns_config.clone(), ips.first().copied());
+        blocking("pod files", move || {
+            files::write_resolv_conf(&dir, dns.as_ref())?;
+            files::write_hostname(&dir, &hostname)?;
+            files::write_hosts(&dir, &hostname, ip)?;
+            Ok::<_, Error>(())
+        })
+        .await?;
         self.spawn_monitor(&rec.id).await?;
-        self.save(entry, |r| {
-            r.ips = ips;
-            r.phase = PodPhase::Ready;
-        })?;
+        self.pods
+            .save(entry, |r| {
+                r.ips = ips;
+                r.phase = PodPhase::Ready;
+            })
+            .await?;
         Ok(())
     }
 
     async fn spawn_monitor(&self, id: &str) -> Result<()> {
+        fault::inject("monitor-spawn")?;
         let opts = monitor::SpawnOptions {
             pod_id: id.to_string(),
             dir: self.run_dir(id),
@@ -236,59 +197,40 @@ impl PodManager {
         Ok(())
     }
 
-    fn reserve_name(&self, key: &str, id: &str) -> Result<()> {
-        let mut names = self.names.lock().map_err(poisoned)?;
-        if let Some(existing) = names.get(key) {
-            return Err(Error::AlreadyExists {
-                what: "pod sandbox",
-                name: key.to_string(),
-                id: existing.clone(),
-            });
-        }
-        names.insert(key.to_string(), id.to_string());
-        Ok(())
-    }
-
-    /// Rolls back a pod that never became Ready. If the teardown itself fails, the pod
-    /// stays recorded and listed as NotReady instead of being forgotten, so what leaked
-    /// is still known and kubelet's Stop/RemovePodSandbox retries the teardown.
-    async fn undo_creation(&self, entry: Arc<PodEntry>, rec: &PodRecord) -> Result<()> {
-        let Some(e) = self.teardown(rec).await else {
-            self.forget(rec);
-            return Ok(());
+    /// Rolls back a pod that never became Ready; returns whether it stays recorded. If
+    /// the teardown itself fails, the pod is kept and listed as NotReady instead of being
+    /// forgotten, so what leaked is still known and kubelet's Stop/RemovePodSandbox
+    /// retries the teardown.
+    async fn undo_creation(
+        &self,
+        entry: &PodEntry,
+        _op: &RwLockWriteGuard<'_, ()>,
+    ) -> Result<bool> {
+        let rec = entry.get()?;
+        let Some(e) = self.teardown(&rec).await else {
+            self.forget(&rec).await?;
+            return Ok(false);
         };
         warn!(pod = %rec.id, error = %e, "rollback incomplete; keeping the pod as NotReady");
-        self.save(&entry, |r| r.phase = PodPhase::NotReady)?;
         self.pods
-            .write()
-            .map_err(poisoned)?
-            .insert(rec.id.clone(), entry);
-        Ok(())
-    }
-
-    /// Whether `entry` is still the pod's current entry (not removed while we waited).
-    fn is_current(&self, entry: &Arc<PodEntry>, id: &str) -> Result<bool> {
-        let pods = self.pods.read().map_err(poisoned)?;
-        Ok(pods.get(id).is_some_and(|e| Arc::ptr_eq(e, entry)))
+            .save(entry, |r| r.phase = PodPhase::NotReady)
+            .await?;
+        Ok(true)
     }
 
     /// Drops the pod from memory and disk (record and volatile dir).
-    fn forget(&self, rec: &PodRecord) {
-        if let Ok(mut names) = self.names.lock() {
-            names.remove(&rec.name_key());
-        }
-        if let Ok(mut pods) = self.pods.write() {
-            pods.remove(&rec.id);
-        }
-        if let Err(e) = self.records.remove(&rec.id) {
-            warn!(pod = %rec.id, error = %e, "removing pod record");
-        }
+    async fn forget(&self, rec: &PodRecord) -> Result<()> {
+        self.pods.forget(rec).await?;
         let dir = self.run_dir(&rec.id);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(pod = %rec.id, dir = %dir.display(), error = %e, "removing pod dir");
-        }
+        blocking("pod dir removal", move || {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("removing", &dir, e))
+                }
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     /// Releases everything a pod holds except its records. Idempotent and best effort:
@@ -315,75 +257,79 @@ impl PodManager {
             }
         }
         let dir = self.run_dir(&rec.id);
-        if let Err(e) = tokio::task::spawn_blocking(move || namespaces::remove_namespaces(&dir))
-            .await
-            .unwrap_or(Ok(()))
-        {
-            note("namespaces", e.into());
+        let removed = blocking("namespace removal", move || {
+            namespaces::remove_namespaces(&dir)
+        });
+        if let Err(e) = removed.await {
+            note("namespaces", e);
         }
-        match cgroups::manager(&self.settings.cgroup_root, &rec.cgroup) {
-            Ok(cg) => {
-                if let Err(e) = cg.destroy() {
-                    note("cgroup", e.into());
-                }
-            }
-            Err(e) => note("cgroup", e.into()),
+        let (root, cgroup) = (self.settings.cgroup_root.clone(), rec.cgroup.clone());
+        let destroyed = blocking("pod cgroup removal", move || {
+            cgroups::manager(&root, &cgroup)?.destroy()
+        });
+        if let Err(e) = destroyed.await {
+            note("cgroup", e);
         }
         first
     }
 
+    /// Stops a pod: its monitor (and so its containers), network, namespaces and cgroup
+    /// are released; the record stays, NotReady. A pod that does not exist is not an
+    /// error (CRI StopPodSandbox is idempotent).
     pub async fn stop(&self, wanted: &str) -> Result<()> {
-        let entry = self.entry(wanted)?;
-        let _op = entry.op.lock().await;
-        let rec = entry.record.lock().map_err(poisoned)?.clone();
-        if !self.is_current(&entry, &rec.id)? {
-            // Removed while this call waited: saving now would resurrect its record.
-            return Err(Error::NotFound {
-                what: "pod sandbox",
-                id: rec.id,
-            });
+        let Some(entry) = self.find(wanted)? else {
+            return Ok(());
+        };
+        let _op = entry.exclusive().await;
+        let rec = entry.get()?;
+        if !self.pods.is_current(&entry, &rec.id)? {
+            return Ok(()); // removed while this call waited
         }
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
         if rec.phase != PodPhase::NotReady {
-            self.save(&entry, |r| r.phase = PodPhase::NotReady)?;
+            self.pods
+                .save(&entry, |r| r.phase = PodPhase::NotReady)
+                .await?;
         }
         info!(pod = %rec.id, "pod sandbox stopped");
         Ok(())
     }
 
-    /// Removes a pod; its containers must already have been removed by the caller.
-    /// An unknown id is not an error (CRI RemovePodSandbox is idempotent).
-    pub async fn remove(&self, wanted: &str) -> Result<()> {
-        let entry = match self.entry(wanted) {
-            Ok(e) => e,
-            Err(Error::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _op = entry.op.lock().await;
-        let rec = entry.record.lock().map_err(poisoned)?.clone();
-        if !self.is_current(&entry, &rec.id)? {
-            return Ok(());
-        }
+    /// Removes a pod whose containers the caller has removed while holding `_op`, the
+    /// pod's exclusive lock.
+    pub async fn remove_held(
+        &self,
+        entry: &PodEntry,
+        _op: &RwLockWriteGuard<'_, ()>,
+    ) -> Result<()> {
+        let rec = entry.get()?;
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
-        self.forget(&rec);
+        self.forget(&rec).await?;
         info!(pod = %rec.id, "pod sandbox removed");
         Ok(())
+    }
+
+    /// Whether `entry` is still the live pod `id` (not removed while a caller waited).
+    pub fn is_current(&self, entry: &Arc<PodEntry>, id: &str) -> Result<bool> {
+        self.pods.is_current(entry, id)
     }
 
     /// The pod's status. A Ready pod whose monitor has died (and its containers with
     /// it) is recorded NotReady here, so kubelet recreates it instead of waiting forever.
     pub async fn status(&self, wanted: &str) -> Result<cri::PodSandboxStatus> {
         let entry = self.entry(wanted)?;
-        let rec = entry.record.lock().map_err(poisoned)?.clone();
+        let rec = entry.get()?;
         if rec.phase == PodPhase::Ready && !self.monitor_alive(&rec.id).await {
             warn!(pod = %rec.id, "monitor is gone; pod is no longer ready");
-            return Ok(status_of(
-                &self.save(&entry, |r| r.phase = PodPhase::NotReady)?,
-            ));
+            let rec = self
+                .pods
+                .save(&entry, |r| r.phase = PodPhase::NotReady)
+                .await?;
+            return Ok(status_of(&rec));
         }
         Ok(status_of(&rec))
     }
@@ -408,15 +354,14 @@ impl PodManager {
     }
 
     pub fn list(&self, filter: Option<&cri::PodSandboxFilter>) -> Result<Vec<cri::PodSandbox>> {
-        let pods = self.pods.read().map_err(poisoned)?;
-        let mut out = Vec::new();
-        for entry in pods.values() {
-            let rec = entry.record.lock().map_err(poisoned)?;
-            let item = summary_of(&rec);
-            if filter.is_none_or(|f| matches_filter(&item, f)) {
-                out.push(item);
-            }
-        }
+        let mut out: Vec<cri::PodSandbox> = self
+            .pods
+            // A pod is listed once RunPodSandbox has returned its id.
+            .select(|r| r.phase != PodPhase::Creating)?
+            .iter()
+            .map(summary_of)
+            .filter(|item| filter.is_none_or(|f| matches_filter(item, f)))
+            .collect();
         out.sort_by_key(|p| p.created_at);
         Ok(out)
     }
@@ -424,44 +369,28 @@ impl PodManager {
     /// Rebuilds state from disk after a (re)start: pods whose creation was interrupted
     /// are torn down, Ready pods whose monitor is gone (a reboot) become NotReady.
     pub async fn recover(&self) -> Result<()> {
-        let (records, orphans) = self.records.load_all::<PodRecord>()?;
+        let (entries, orphans) = self.pods.load()?;
         for dir in orphans {
             warn!(dir = %dir.display(), "removing pod dir without a record");
             let _ = std::fs::remove_dir_all(&dir);
         }
-        for rec in records {
-            let entry = Arc::new(PodEntry {
-                record: Mutex::new(rec.clone()),
-                op: tokio::sync::Mutex::new(()),
-            });
-            self.names
-                .lock()
-                .map_err(poisoned)?
-                .insert(rec.name_key(), rec.id.clone());
+        for entry in entries {
+            let rec = entry.get()?;
             if rec.phase == PodPhase::Creating {
                 warn!(pod = %rec.id, "pod creation was interrupted; tearing it down");
-                self.undo_creation(entry, &rec).await?;
+                let op = entry.exclusive().await;
+                self.undo_creation(&entry, &op).await?;
                 continue;
             }
-            let alive = self.monitor(&rec.id).ping().await.is_ok();
-            self.pods
-                .write()
-                .map_err(poisoned)?
-                .insert(rec.id.clone(), entry.clone());
-            if rec.phase == PodPhase::Ready && !alive {
+            if rec.phase == PodPhase::Ready && self.monitor(&rec.id).ping().await.is_err() {
                 warn!(pod = %rec.id, "monitor is gone; pod is no longer ready");
-                self.save(&entry, |r| r.phase = PodPhase::NotReady)?;
+                self.pods
+                    .save(&entry, |r| r.phase = PodPhase::NotReady)
+                    .await?;
             }
         }
         Ok(())
     }
-}
-
-fn namespace_options(c: &cri::PodSandboxConfig) -> Option<cri::NamespaceOption> {
-    c.linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
 }
 
 /// The pod's hostname; like containerd, the node's own when the config names none.
@@ -499,96 +428,9 @@ fn attachment(rec: &PodRecord, ns: &PodNamespaces) -> Result<Attachment> {
     })
 }
 
-fn state_of(rec: &PodRecord) -> i32 {
-    match rec.phase {
-        PodPhase::Ready => cri::PodSandboxState::SandboxReady as i32,
-        _ => cri::PodSandboxState::SandboxNotready as i32,
-    }
-}
-
-fn summary_of(rec: &PodRecord) -> cri::PodSandbox {
-    cri::PodSandbox {
-        id: rec.id.clone(),
-        metadata: rec.config.metadata.clone(),
-        state: state_of(rec),
-        created_at: rec.created_at,
-        labels: rec.config.labels.clone(),
-        annotations: rec.config.annotations.clone(),
-        runtime_handler: rec.runtime_handler.clone(),
-    }
-}
-
-fn status_of(rec: &PodRecord) -> cri::PodSandboxStatus {
-    let mut ips = rec.ips.iter().map(|ip| ip.to_string());
-    let network = cri::PodSandboxNetworkStatus {
-        ip: ips.next().unwrap_or_default(),
-        additional_ips: ips.map(|ip| cri::PodIp { ip }).collect(),
-    };
-    // Without options the pod gets kubelet's defaults: its own network and IPC, and a
-    // PID namespace per container (the zero value would claim a shared pod PID ns).
-    let options = namespace_options(&rec.config).unwrap_or(cri::NamespaceOption {
-        pid: cri::NamespaceMode::Container as i32,
-        ..Default::default()
-    });
-    cri::PodSandboxStatus {
-        id: rec.id.clone(),
-        metadata: rec.config.metadata.clone(),
-        state: state_of(rec),
-        created_at: rec.created_at,
-        network: Some(network),
-        linux: Some(cri::LinuxPodSandboxStatus {
-            namespaces: Some(cri::Namespace {
-                options: Some(options),
-            }),
-        }),
-        labels: rec.config.labels.clone(),
-        annotations: rec.config.annotations.clone(),
-        runtime_handler: rec.runtime_handler.clone(),
-    }
-}
-
-fn matches_filter(p: &cri::PodSandbox, f: &cri::PodSandboxFilter) -> bool {
-    (f.id.is_empty() || p.id.starts_with(&f.id))
-        && f.state.is_none_or(|s| s.state == p.state)
-        && f.label_selector
-            .iter()
-            .all(|(k, v)| p.labels.get(k) == Some(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pod(id: &str, state: i32, labels: &[(&str, &str)]) -> cri::PodSandbox {
-        cri::PodSandbox {
-            id: id.into(),
-            state,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn filters_by_id_prefix_state_and_labels() {
-        let p = pod("abcdef", 0, &[("app", "web"), ("tier", "fe")]);
-        let f = |id: &str, state: Option<i32>, labels: &[(&str, &str)]| cri::PodSandboxFilter {
-            id: id.into(),
-            state: state.map(|state| cri::PodSandboxStateValue { state }),
-            label_selector: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        assert!(matches_filter(&p, &f("", None, &[])));
-        assert!(matches_filter(&p, &f("abc", Some(0), &[("app", "web")])));
-        assert!(!matches_filter(&p, &f("abd", None, &[])));
-        assert!(!matches_filter(&p, &f("", Some(1), &[])));
-        assert!(!matches_filter(&p, &f("", None, &[("app", "db")])));
-        assert!(!matches_filter(&p, &f("", None, &[("missing", "x")])));
-    }
 
     #[test]
     fn shared_pod_pid_namespace_is_refused_clearly() {

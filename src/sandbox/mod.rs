@@ -13,7 +13,9 @@ pub mod network;
 
 use std::path::PathBuf;
 
+mod record;
 pub mod validate;
+mod view;
 
 use crate::error::{Classify, Kind};
 

@@ -1,0 +1,248 @@
+//! CreateContainer, its rollback, and the teardown shared with RemoveContainer.
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use tracing::{info, warn};
+
+use super::{
+    ContainerEntry, ContainerManager, ContainerPhase, ContainerRecord, EXIT_FILE, KILL_GRACE,
+    resolve_log_path,
+};
+use crate::container::record::name_key;
+use crate::container::rootfs::{self, Overlay};
+use crate::container::spec::{self, NamespacePaths, PodFiles, SpecInput};
+use crate::container::user::resolve_user;
+use crate::container::validate::validate_container_config;
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::image::Image;
+use crate::monitor::proto;
+use crate::sandbox::manager::{PodPhase, PodRecord};
+use crate::task::blocking;
+
+/// Everything the blocking part of a create needs, owned so it can move to the pool.
+struct BundleJob {
+    rec: ContainerRecord,
+    pod: PodRecord,
+    image: Image,
+    image_name: String,
+    lower: Vec<PathBuf>,
+    bundle: PathBuf,
+    data: PathBuf,
+    ns: crate::sandbox::namespaces::PodNamespaces,
+    pod_dir: PathBuf,
+}
+
+impl ContainerManager {
+    pub async fn create(&self, req: cri::CreateContainerRequest) -> Result<String> {
+        let config = req
+            .config
+            .ok_or_else(|| Error::InvalidArgument("container config is required".into()))?;
+        let pod_entry = self.pods.entry(&req.pod_sandbox_id)?;
+        // Shared: containers of one pod are created side by side, but the pod is not
+        // stopped or removed under them.
+        let _pod_op = pod_entry.shared().await;
+        let pod = pod_entry.get()?;
+        if pod.phase != PodPhase::Ready || !self.pods.is_current(&pod_entry, &pod.id)? {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        validate_container_config(&config, &pod.config)?;
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self
+            .images
+            .get(&image_name)
+            .ok_or_else(|| Error::NotFound {
+                what: "image",
+                id: image_name.clone(),
+            })?;
+        let id = crate::id::new_id();
+        let record = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or(image.id.clone()),
+            chain_ids: image.chain_ids.clone(),
+            log_path: resolve_log_path(&pod, &config)?,
+            config,
+            created_at: crate::id::now_ns(),
+            started_at: 0,
+            phase: ContainerPhase::Creating,
+            exit: None,
+        };
+        // Every failure from here on drops `name`, which frees it for a retry.
+        let name = self
+            .containers
+            .reserve_name(name_key(&pod.id, &record.config), &id)?;
+        let entry = self.containers.insert(record.clone()).await?;
+        let _op = entry.exclusive().await;
+        if let Err(e) = self.setup(&record, pod, image, image_name).await {
+            warn!(container = %id, error = %e, "create container failed; rolling back");
+            if self.undo_creation(&entry).await? {
+                name.keep();
+            }
+            return Err(e);
+        }
+        self.containers
+            .save(&entry, |r| r.phase = ContainerPhase::Created)
+            .await?;
+        name.keep();
+        info!(container = %id, pod = %record.pod_id, "container created");
+        Ok(id)
+    }
+
+    async fn setup(
+        &self,
+        rec: &ContainerRecord,
+        pod: PodRecord,
+        image: Image,
+        image_name: String,
+    ) -> Result<()> {
+        let job = BundleJob {
+            lower: self.images.snapshot_dirs(&image),
+            bundle: self.bundle(&rec.id),
+            data: self.data_dir(&rec.id),
+            ns: self.pods.namespaces(&pod.id),
+            pod_dir: self.pods.run_dir(&pod.id),
+            rec: rec.clone(),
+            pod,
+            image,
+            image_name,
+        };
+        let (bundle, data) = (job.bundle.clone(), job.data.clone());
+        blocking("container bundle", move || write_bundle(&job)).await?;
+        self.monitor(rec)
+            .create(proto::CreateContainer {
+                id: rec.id.clone(),
+                bundle: bundle.display().to_string(),
+                log_path: rec
+                    .log_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                exit_file: data.join(EXIT_FILE).display().to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Rolls back a container that was never created; returns whether it stays recorded.
+    /// If the teardown itself fails, the container is kept (and listed, with an unknown
+    /// exit) instead of forgotten, so kubelet's RemoveContainer retries the teardown.
+    pub(super) async fn undo_creation(&self, entry: &ContainerEntry) -> Result<bool> {
+        let rec = entry.get()?;
+        let Some(e) = self.teardown(&rec).await else {
+            self.containers.forget(&rec).await?;
+            return Ok(false);
+        };
+        warn!(container = %rec.id, error = %e, "rollback incomplete; keeping the record");
+        self.containers
+            .save(entry, |r| r.phase = ContainerPhase::Created)
+            .await?;
+        Ok(true)
+    }
+
+    /// Releases what a container holds (process, cgroup, rootfs mount, bundle), keeping
+    /// going past failures; returns the first. Idempotent.
+    pub(super) async fn teardown(&self, rec: &ContainerRecord) -> Option<Error> {
+        let mut first: Option<Error> = None;
+        let mon = self.monitor(rec);
+        let _ = mon.kill(&rec.id, libc::SIGKILL).await;
+        let _ = self.wait_exit(rec, KILL_GRACE).await;
+        let mut monitor_gone = false;
+        match mon.delete(&rec.id).await {
+            Ok(()) => {}
+            Err(e) if e.is_unavailable() || e.is_not_found() => monitor_gone = true,
+            Err(e) => {
+                first.get_or_insert(e.into());
+            }
+        }
+        let (bundle, cgroup_root) = (self.bundle(&rec.id), self.pods.cgroup_root().to_owned());
+        let id = rec.id.clone();
+        let released = blocking("container teardown", move || {
+            // No monitor to do it: remove the cgroup ourselves.
+            if monitor_gone
+                && bundle.join("config.json").exists()
+                && let Err(e) = crate::runtime::destroy(&bundle, &cgroup_root)
+            {
+                warn!(container = %id, error = %e, "destroying container cgroup");
+            }
+            rootfs::unmount(&bundle.join("rootfs"))?;
+            match std::fs::remove_dir_all(&bundle) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("removing", &bundle, e))
+                }
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = released.await {
+            first.get_or_insert(e);
+        }
+        first
+    }
+}
+
+/// Mounts the rootfs, resolves the user in it and writes `config.json`: the blocking
+/// half of a create.
+fn write_bundle(job: &BundleJob) -> Result<()> {
+    let rootfs_dir = job.bundle.join("rootfs");
+    fault::inject("overlay-mount")?;
+    rootfs::mount_overlay(&Overlay {
+        lower: &job.lower,
+        upper: &job.data.join("upper"),
+        work: &job.data.join("work"),
+        empty: &job.data.join("empty"),
+        target: &rootfs_dir,
+    })?;
+    let image_user = job
+        .image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    let sc = job
+        .rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    let user = resolve_user(&rootfs_dir, &image_user, sc)?;
+    let cgroups_path = format!("{}/{}", job.pod.cgroup, job.rec.id);
+    let spec = spec::generate(&SpecInput {
+        sandbox_id: &job.pod.id,
+        config: &job.rec.config,
+        sandbox: &job.pod.config,
+        image: &job.image.config,
+        image_ref: &job.image_name,
+        rootfs: &rootfs_dir,
+        namespaces: NamespacePaths {
+            net: &job.ns.net,
+            ipc: &job.ns.ipc,
+            uts: &job.ns.uts,
+        },
+        cgroups_path: &cgroups_path,
+        pod_files: PodFiles {
+            resolv_conf: &job.pod_dir.join("resolv.conf"),
+            hosts: &job.pod_dir.join("hosts"),
+            hostname: &job.pod_dir.join("hostname"),
+        },
+        user: &user,
+    })?;
+    let config_json = job.bundle.join("config.json");
+    let bytes = serde_json::to_vec(&spec)
+        .map_err(|e| Error::io("encoding", &config_json, std::io::Error::other(e)))?;
+    crate::store::write_atomic(&config_json, &bytes)?;
+    Ok(())
+}

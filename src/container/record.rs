@@ -1,0 +1,48 @@
+//! A container as the daemon records it: `<root>/containers/<id>/container.json`.
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+
+use super::status::Exit;
+use crate::store::registry::Record;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerPhase {
+    /// Being created; found in this phase at startup, it is torn down.
+    Creating,
+    Created,
+    Started,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub config: cri::ContainerConfig,
+    pub image_id: String,
+    pub image_ref: String,
+    pub chain_ids: Vec<String>,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub phase: ContainerPhase,
+    pub log_path: Option<PathBuf>,
+    /// Cached once the container has exited, so its status never needs the monitor again.
+    pub exit: Option<Exit>,
+}
+
+impl Record for ContainerRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn name_key(&self) -> String {
+        name_key(&self.pod_id, &self.config)
+    }
+}
+
+pub fn name_key(pod_id: &str, c: &cri::ContainerConfig) -> String {
+    let m = c.metadata.clone().unwrap_or_default();
+    format!("{pod_id}/{}_{}", m.name, m.attempt)
+}
