@@ -41,6 +41,44 @@ pub fn test_conflist(ipam_dir: &Path) -> String {
     .to_string()
 }
 
+/// A CNI plugin that fails its first ADD (with a CNI error object, after the bridge
+/// has already attached the pod) and passes the previous result through after that.
+pub const FAILING_CNI: &str = "crius-e2e-fail";
+
+pub fn install_failing_cni(bin_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(bin_dir).expect("creating the test CNI bin dir");
+    let marker = bin_dir.join("failed-once");
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import json, os, sys
+conf = json.load(sys.stdin)
+cmd = os.environ.get("CNI_COMMAND")
+if cmd == "VERSION":
+    print(json.dumps({{"cniVersion": "1.0.0", "supportedVersions": ["1.0.0"]}}))
+elif cmd == "ADD":
+    if not os.path.exists("{marker}"):
+        open("{marker}", "w").close()
+        print(json.dumps({{"cniVersion": "1.0.0", "code": 999, "msg": "injected ADD failure"}}))
+        sys.exit(1)
+    print(json.dumps(conf.get("prevResult", {{}})))
+"#,
+        marker = marker.display()
+    );
+    let path = bin_dir.join(FAILING_CNI);
+    std::fs::write(&path, script).expect("writing the failing CNI plugin");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod of the failing CNI plugin");
+}
+
+/// `conflist` with the failing plugin right after the bridge.
+pub fn with_failing_plugin(conflist: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(conflist).expect("test conflist");
+    let plugins = v["plugins"].as_array_mut().expect("plugins");
+    plugins.insert(1, serde_json::json!({"type": FAILING_CNI}));
+    v.to_string()
+}
+
 pub fn image(name: &str) -> Option<ImageSpec> {
     Some(ImageSpec {
         image: name.to_string(),

@@ -41,10 +41,15 @@ const LOG_TAIL: usize = 200;
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// What kind of daemon a test needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     /// Write the test bridge network into the CNI conf dir (and take the network lock).
     pub network: bool,
+    /// Failure injection: the daemon's `CRIUS_FAULTS` (src/fault.rs), e.g.
+    /// `"overlay-mount:1"`.
+    pub faults: &'static str,
+    /// Add a plugin after the bridge that fails its first ADD (fixtures::FAILING_CNI).
+    pub failing_cni: bool,
 }
 
 /// Where one daemon keeps everything.
@@ -75,7 +80,11 @@ pub struct Daemon {
 impl Daemon {
     /// A daemon with the test network.
     pub async fn start() -> Daemon {
-        Daemon::start_with(Options { network: true }).await
+        Daemon::start_with(Options {
+            network: true,
+            ..Options::default()
+        })
+        .await
     }
 
     pub async fn start_with(options: Options) -> Daemon {
@@ -105,6 +114,7 @@ impl Daemon {
             .open(&self.paths.log)
             .expect("opening the daemon log");
         let child = Command::new(BINARY)
+            .env("CRIUS_FAULTS", self.options.faults)
             .arg("--config")
             .arg(&self.paths.config)
             .stdin(Stdio::null())
@@ -311,8 +321,15 @@ fn write_config(paths: &Paths, options: Options) {
     fs::create_dir_all(&paths.cni_conf_dir).expect("creating the CNI conf dir");
     let certs = paths.dir.join("certs.d");
     write_mirrors(&certs);
+    let cni_bin = paths.dir.join("cni-bin");
+    if options.failing_cni {
+        crate::fixtures::install_failing_cni(&cni_bin);
+    }
     if options.network {
-        let conflist = crate::fixtures::test_conflist(&paths.dir.join("ipam"));
+        let mut conflist = crate::fixtures::test_conflist(&paths.dir.join("ipam"));
+        if options.failing_cni {
+            conflist = crate::fixtures::with_failing_plugin(&conflist);
+        }
         fs::write(paths.cni_conf_dir.join("10-e2e.conflist"), conflist)
             .expect("writing the test conflist");
     }
@@ -321,7 +338,7 @@ fn write_config(paths: &Paths, options: Options) {
     let config = format!(
         "socket = {}\nroot = {}\nrun_root = {}\ncgroup_parent = {}\n\
          cgroup_root = \"/sys/fs/cgroup\"\nlog_level = {}\n\n\
-         [cni]\nconf_dir = {}\nbin_dirs = [\"/opt/cni/bin\", \"/usr/lib/cni\"]\n\n\
+         [cni]\nconf_dir = {}\nbin_dirs = [\"/opt/cni/bin\", \"/usr/lib/cni\", {}]\n\n\
          [registry]\nconfig_path = {}\n",
         q(&paths.socket),
         q(&paths.root),
@@ -329,6 +346,7 @@ fn write_config(paths: &Paths, options: Options) {
         toml::Value::String(paths.cgroup_parent.clone()),
         toml::Value::String(level),
         q(&paths.cni_conf_dir),
+        q(&cni_bin),
         q(&certs),
     );
     fs::write(&paths.config, config).expect("writing the test config");

@@ -6,7 +6,7 @@ use k8s_cri::v1::*;
 use tonic::Code;
 
 async fn image_daemon() -> Daemon {
-    Daemon::start_with(Options { network: false }).await
+    Daemon::start_with(Options::default()).await
 }
 
 async fn status(images: &mut Images, name: &str) -> Option<Image> {

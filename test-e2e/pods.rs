@@ -43,7 +43,7 @@ async fn version_and_status() {
     assert!(condition(&st, "NetworkReady").status, "{st:?}");
 
     // A second daemon, at the same time, with an empty CNI conf dir.
-    let bare = Daemon::start_with(Options { network: false }).await;
+    let bare = Daemon::start_with(Options::default()).await;
     let st = runtime_status(&mut bare.runtime().await).await;
     assert!(condition(&st, "RuntimeReady").status, "{st:?}");
     let net = condition(&st, "NetworkReady");
@@ -189,7 +189,7 @@ async fn sigterm_with_a_client_connected() {
     if !preflight("sigterm_with_a_client_connected", false) {
         return;
     }
-    let mut d = Daemon::start_with(Options { network: false }).await;
+    let mut d = Daemon::start_with(Options::default()).await;
     let mut rt = d.runtime().await;
     rt.version(VersionRequest::default())
         .await
