@@ -1,6 +1,7 @@
-//! Removal and garbage collection of images' blobs and snapshots.
+//! Removal and garbage collection of images' blobs and snapshots, and their uncounting.
 
 use super::{ImageStore, find, list_names};
+use crate::image::usage;
 use crate::image::{Image, ImageError};
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -18,7 +19,7 @@ impl ImageStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(ImageError::io("removing", path)(e));
             }
-            _ => {}
+            _ => self.usage.forget(&path),
         }
         images.remove(&id);
         self.collect_garbage(&images, keep);
@@ -57,8 +58,13 @@ impl ImageStore {
                 continue;
             }
             let dir = self.snapshots.join(&hex);
-            if let Err(e) = fs::remove_dir_all(&dir) {
-                tracing::warn!(path = %dir.display(), error = %e, "removing unused snapshot");
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => self.usage.forget(&dir),
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "removing unused snapshot");
+                    // Partly deleted: count what is left until the next collection.
+                    self.usage.set(dir.clone(), usage::measure(&dir));
+                }
             }
         }
         drop(leased);
