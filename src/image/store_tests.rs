@@ -483,3 +483,6 @@ fn store_is_sync_and_pull_future_is_send() {
     let fut = store.pull("busybox", Some(&auth));
     send(&fut);
 }
+
+#[path = "store_usage_tests.rs"]
+mod usage_tests;
