@@ -193,10 +193,13 @@ pub fn spawn_backfill(
             if !dir.is_dir() {
                 continue;
             }
-            match record_snapshot(&dir) {
-                Ok(f) => ledger.set(dir, f),
-                Err(e) => tracing::warn!(error = %e, "measuring snapshot usage"),
-            }
+            // Without its usage file the snapshot is walked again at the next open, but
+            // it is still counted now.
+            let figure = record_snapshot(&dir).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "recording snapshot usage");
+                measure(&dir)
+            });
+            ledger.set(dir, figure);
         }
         tracing::debug!("image store usage fully counted");
     };
