@@ -1,8 +1,12 @@
-//! ImageService: pulls through the mirrors, list, status, remove, and pull errors.
+//! ImageService: pulls through the mirrors, list, status, remove, pull errors, and the
+//! image filesystem's usage.
 
 use crate::fixtures::*;
 use crate::harness::{Daemon, Images, Options, REGISTRY, preflight};
 use k8s_cri::v1::*;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use tonic::Code;
 
 async fn image_daemon() -> Daemon {
@@ -183,5 +187,92 @@ async fn pull_errors() {
         list(&mut img).await.is_empty(),
         "failed pulls stored nothing"
     );
+    d.teardown().await;
+}
+
+/// ImageFsInfo's (mountpoint, used bytes, inodes used).
+async fn fs_info(images: &mut Images) -> (PathBuf, u64, u64) {
+    let r = images
+        .image_fs_info(ImageFsInfoRequest {})
+        .await
+        .expect("ImageFsInfo")
+        .into_inner();
+    assert_eq!(r.image_filesystems.len(), 1, "{r:?}");
+    let u = &r.image_filesystems[0];
+    let mountpoint = u.fs_id.as_ref().map(|f| f.mountpoint.clone());
+    let value = |v: Option<UInt64Value>| v.map(|v| v.value).expect("a usage figure");
+    (
+        PathBuf::from(mountpoint.expect("a mountpoint")),
+        value(u.used_bytes),
+        value(u.inodes_used),
+    )
+}
+
+/// What `du` counts: allocated bytes and inodes, symlinks not followed, hard links once.
+fn walk(root: &Path) -> (u64, u64) {
+    let mut seen = HashSet::new();
+    let (mut bytes, mut inodes) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).expect("lstat in the image store");
+        if seen.insert((m.dev(), m.ino())) {
+            bytes += m.blocks() * 512;
+            inodes += 1;
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).expect("listing the image store") {
+                stack.push(e.expect("a directory entry").path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+/// The daemon is idle between calls here, so its figure must be exactly the walk's.
+async fn assert_fs_info_is_walk(d: &Daemon, step: &str) {
+    let (mountpoint, bytes, inodes) = fs_info(&mut d.images().await).await;
+    assert_eq!(mountpoint, d.paths.root.join("images"), "{step}");
+    assert_eq!(
+        (bytes, inodes),
+        walk(&mountpoint),
+        "ImageFsInfo after {step}"
+    );
+}
+
+/// ImageFsInfo counts what pulls add and removals delete, and a restarted daemon (after
+/// SIGTERM or SIGKILL) rebuilds the same figure from what it stored.
+#[tokio::test]
+async fn image_fs_info_matches_a_walk_of_the_store() {
+    if !preflight("image_fs_info_matches_a_walk_of_the_store", true) {
+        return;
+    }
+    let mut d = image_daemon().await;
+    let mut img = d.images().await;
+    assert_fs_info_is_walk(&d, "start").await;
+    for name in [BUSYBOX, E2E_BUSYBOX, LAYERS, PAUSE] {
+        pull(&mut img, name).await;
+    }
+    assert_fs_info_is_walk(&d, "pulls").await;
+    let (_, pulled, _) = fs_info(&mut img).await;
+    img.remove_image(RemoveImageRequest {
+        image: image(BUSYBOX),
+    })
+    .await
+    .expect("RemoveImage busybox");
+    assert_fs_info_is_walk(&d, "a removal").await;
+    let (_, removed, _) = fs_info(&mut img).await;
+    assert!(
+        removed < pulled,
+        "removal freed nothing: {removed} >= {pulled}"
+    );
+    drop(img);
+
+    d.restart().await;
+    assert_fs_info_is_walk(&d, "a restart").await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    assert_fs_info_is_walk(&d, "a pull after restart").await;
+    d.kill9();
+    d.restart().await;
+    assert_fs_info_is_walk(&d, "kill -9 and restart").await;
     d.teardown().await;
 }

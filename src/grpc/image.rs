@@ -141,22 +141,26 @@ impl ImageService for ImageApi {
         &self,
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Rpc<cri::ImageFsInfoResponse> {
-        let u = self.images.fs_usage();
-        let usage = cri::FilesystemUsage {
-            timestamp: crate::id::now_ns(),
-            fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: u.mountpoint.display().to_string(),
-            }),
-            used_bytes: Some(cri::UInt64Value {
-                value: u.used_bytes,
-            }),
-            inodes_used: Some(cri::UInt64Value {
-                value: u.inodes_used,
-            }),
-        };
-        Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![usage],
-            ..Default::default()
-        }))
+        let r = async {
+            let u = self.images.fs_usage().await?;
+            let usage = cri::FilesystemUsage {
+                timestamp: crate::id::now_ns(),
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: u.mountpoint.display().to_string(),
+                }),
+                used_bytes: Some(cri::UInt64Value {
+                    value: u.used_bytes,
+                }),
+                inodes_used: Some(cri::UInt64Value {
+                    value: u.inodes_used,
+                }),
+            };
+            Ok(cri::ImageFsInfoResponse {
+                image_filesystems: vec![usage],
+                ..Default::default()
+            })
+        }
+        .await;
+        reply(r)
     }
 }

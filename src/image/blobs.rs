@@ -1,18 +1,22 @@
 //! Content-addressed blobs: `<root>/blobs/sha256/<hex>`. A blob is written to
 //! `<root>/ingest/`, hashed while written, and renamed into place only once its digest
-//! and size match, so a path under `blobs/` always holds verified content.
+//! and size match, so a path under `blobs/` always holds verified content. The store's
+//! usage ledger learns each blob's figure as it is committed and forgets it on removal.
 
 use super::ImageError;
 use super::reference::is_valid_digest;
+use super::usage::{Ledger, measure_file};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     blobs: PathBuf,
     ingest: PathBuf,
+    usage: Arc<Ledger>,
 }
 
 /// What the writer must have received before it may be committed.
@@ -22,15 +26,26 @@ pub struct Expected<'a> {
 }
 
 impl BlobStore {
-    pub fn new(root: &Path) -> Result<BlobStore, ImageError> {
+    pub fn new(root: &Path, usage: Arc<Ledger>) -> Result<BlobStore, ImageError> {
         let store = BlobStore {
             blobs: root.join("blobs").join("sha256"),
             ingest: root.join("ingest"),
+            usage,
         };
         for d in [&store.blobs, &store.ingest] {
             fs::create_dir_all(d).map_err(ImageError::io("creating", d))?;
         }
         Ok(store)
+    }
+
+    /// `blobs/sha256`, holding every blob.
+    pub fn dir(&self) -> &Path {
+        &self.blobs
+    }
+
+    /// Where downloads in progress live.
+    pub fn ingest_dir(&self) -> &Path {
+        &self.ingest
     }
 
     /// Removes downloads a crash (or a cancelled pull) left behind.
@@ -74,7 +89,10 @@ impl BlobStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(ImageError::io("removing", p)(e))
             }
-            _ => Ok(()),
+            _ => {
+                self.usage.forget(&p);
+                Ok(())
+            }
         }
     }
 
@@ -140,14 +158,20 @@ impl BlobWriter {
             });
         }
         let dest = store.path(expected.digest)?;
+        let mut figure = None;
         if let Some(f) = self.file.take() {
             f.sync_all()
                 .map_err(ImageError::io("syncing", &self.path))?;
+            // After the sync the allocation is final; the rename does not change it.
+            figure = measure_file(&f);
         }
         // Another pull may have committed the same content: the rename replaces it with
         // identical bytes, and readers holding the old file keep reading it.
         fs::rename(&self.path, &dest).map_err(ImageError::io("renaming to", &dest))?;
         self.path = PathBuf::new();
+        if let Some(f) = figure {
+            store.usage.set(dest.clone(), f);
+        }
         Ok(dest)
     }
 }
@@ -196,7 +220,8 @@ mod tests {
     #[test]
     fn commit_verifies_and_drop_cleans() {
         let t = tempfile::tempdir().unwrap();
-        let s = BlobStore::new(t.path()).unwrap();
+        let usage = Arc::new(Ledger::default());
+        let s = BlobStore::new(t.path(), usage.clone()).unwrap();
         let data = b"hello";
         let d = sha256_digest(data);
         let exp = Expected {
@@ -206,9 +231,11 @@ mod tests {
         let mut w = s.writer().unwrap();
         w.write(data, &exp).unwrap();
         let p = w.commit(&s, &exp).unwrap();
-        assert_eq!(fs::read(p).unwrap(), data);
+        assert_eq!(fs::read(&p).unwrap(), data);
         assert!(s.exists(&d));
         assert_eq!(s.list().unwrap(), vec![d.clone()]);
+        let counted = usage.total();
+        assert_eq!(counted, super::super::usage::measure(&p));
 
         let wrong = sha256_digest(b"other");
         let exp = Expected {
@@ -233,5 +260,8 @@ mod tests {
         ));
         drop(w);
         assert_eq!(fs::read_dir(t.path().join("ingest")).unwrap().count(), 0);
+        assert_eq!(usage.total(), counted, "failed commits count nothing");
+        s.remove(&d).unwrap();
+        assert_eq!(usage.total(), Default::default());
     }
 }

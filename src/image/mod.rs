@@ -5,6 +5,7 @@
 //! - `ingest/`: downloads in progress (removed on open);
 //! - `snapshots/<chain id hex>/fs`: one unpacked layer each, shared by all images and
 //!   stacked as overlay lowerdirs; built in `snapshots/.tmp-*` and renamed into place;
+//!   beside it, `usage`: the snapshot's disk use, measured once before the rename;
 //! - `images/<id hex>.json`: one record per image.
 
 mod auth;
@@ -18,6 +19,7 @@ mod store;
 #[cfg(test)]
 mod testreg;
 mod unpack;
+mod usage;
 
 pub use store::ImageStore;
 
@@ -126,6 +128,8 @@ pub enum ImageError {
     Store(#[from] crate::store::StoreError),
     #[error("unpack task failed: {0}")]
     Task(String),
+    #[error("measuring image store usage failed: {0}")]
+    Usage(String),
 }
 
 impl ImageError {
@@ -157,7 +161,8 @@ impl Classify for ImageError {
             | E::Malformed { .. }
             | E::UnsafeEntry { .. }
             | E::Io { .. }
-            | E::Task(_) => Kind::Internal,
+            | E::Task(_)
+            | E::Usage(_) => Kind::Internal,
             E::Store(e) => e.kind(),
         }
     }

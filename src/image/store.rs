@@ -5,6 +5,9 @@
 //! pull holds a lease on every blob and snapshot it uses, and garbage collection (which
 //! runs holding the lease table) skips leased ones, so a removal racing a pull cannot
 //! delete what the pull is about to reference.
+//!
+//! Disk use is counted as content is written and deleted (see `usage`), never walked on
+//! request.
 
 use super::blobs::BlobStore;
 use super::lease::{Lease, Leases};
@@ -12,12 +15,14 @@ use super::manifest::Descriptor;
 use super::reference::{self, is_full_hex_id, is_lower_hex};
 use super::registry::Session;
 use super::unpack::{UnpackRequest, snapshot_dir, unpack_layer};
+use super::usage::{self, Ledger};
 use super::{FsUsage, Image, ImageError, RegistryAuth, hosts};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
 
 /// Shortest id prefix `get` accepts, so short names are not mistaken for ids.
 const MIN_ID_PREFIX: usize = 4;
@@ -29,13 +34,17 @@ pub struct ImageStore {
     snapshots: PathBuf,
     records: PathBuf,
     images: RwLock<HashMap<String, Image>>,
-    leases: Leases,
+    leases: Arc<Leases>,
+    usage: Arc<Ledger>,
+    /// Measures snapshots found without a usage file at open (a store from before them).
+    backfill: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ImageStore {
     /// Opens (creating) the store, drops leftovers of interrupted pulls, loads records.
     pub fn open(root: PathBuf, registry_config_dir: PathBuf) -> Result<ImageStore, ImageError> {
-        let blobs = BlobStore::new(&root)?;
+        let usage = Arc::new(Ledger::default());
+        let blobs = BlobStore::new(&root, usage.clone())?;
         blobs.clean_ingest()?;
         let snapshots = root.join("snapshots");
         let records = root.join("images");
@@ -44,6 +53,9 @@ impl ImageStore {
         }
         remove_dot_entries(&snapshots)?;
         let images = load_records(&records)?;
+        let leases = Arc::new(Leases::default());
+        let unmeasured = usage::rebuild(&usage, blobs.dir(), &records, &snapshots);
+        let backfill = usage::spawn_backfill(usage.clone(), leases.clone(), unmeasured);
         Ok(ImageStore {
             root,
             registry_config_dir,
@@ -51,7 +63,9 @@ impl ImageStore {
             snapshots,
             records,
             images: RwLock::new(images),
-            leases: Leases::default(),
+            leases,
+            usage,
+            backfill: Mutex::new(backfill),
         })
     }
 
@@ -156,6 +170,7 @@ impl ImageStore {
     ) -> Result<UnpackTask, ImageError> {
         let blob = self.blobs.path(&layer.digest)?;
         let snapshots = self.snapshots.clone();
+        let usage = self.usage.clone();
         let (layer, diff_id, chain_id) = (
             layer.digest.clone(),
             diff_id.to_string(),
@@ -168,6 +183,7 @@ impl ImageStore {
                 diff_id: &diff_id,
                 chain_id: &chain_id,
                 snapshots: &snapshots,
+                usage: &usage,
             })
         }))
     }
@@ -189,10 +205,18 @@ impl ImageStore {
             }
         }
         for img in changed.iter().chain(std::iter::once(&image)) {
-            crate::store::write_json(&self.record_path(&img.id), img)?;
+            self.write_record(img)?;
         }
         images.insert(image.id.clone(), image.clone());
         Ok(image)
+    }
+
+    fn write_record(&self, img: &Image) -> Result<(), ImageError> {
+        let path = self.record_path(&img.id);
+        crate::store::write_json(&path, img)?;
+        // One stat after the write's fsync keeps the count exact as records are rewritten.
+        self.usage.set(path.clone(), usage::measure(&path));
+        Ok(())
     }
 
     pub fn list(&self) -> Vec<Image> {
@@ -208,69 +232,46 @@ impl ImageStore {
         find(&images, reference_or_id).cloned()
     }
 
-    /// Removes the image and collects blobs and snapshots nothing references any more.
-    pub fn remove(&self, reference_or_id: &str, keep: &HashSet<String>) -> Result<(), ImageError> {
-        let mut images = self.images.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(id) = find(&images, reference_or_id).map(|i| i.id.clone()) else {
-            return Ok(());
-        };
-        let path = self.record_path(&id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(ImageError::io("removing", path)(e));
-            }
-            _ => {}
+    /// What a walk of the root reports once pulls and removals have settled, without
+    /// the walk: the counted content plus a stat of each of the store's directories.
+    pub async fn fs_usage(&self) -> Result<FsUsage, ImageError> {
+        let dirs = self.store_dirs();
+        let ingest = self.blobs.ingest_dir().to_path_buf();
+        let uncounted = tokio::task::spawn_blocking(move || usage::uncounted(&dirs, &ingest))
+            .await
+            .map_err(|e| ImageError::Usage(e.to_string()))?;
+        let measuring = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
+        if measuring.as_ref().is_some_and(|h| !h.is_finished()) {
+            tracing::debug!("image usage is low until older snapshots are measured");
         }
-        images.remove(&id);
-        self.collect_garbage(&images, keep);
-        Ok(())
-    }
-
-    /// Collects blobs and snapshots no image references and `keep` does not name: for
-    /// the daemon to call once it knows its containers (e.g. after restart recovery).
-    pub fn prune(&self, keep: &HashSet<String>) {
-        let images = self.images.read().unwrap_or_else(PoisonError::into_inner);
-        self.collect_garbage(&images, keep);
-    }
-
-    /// Best effort: what cannot be deleted now is retried at the next removal.
-    fn collect_garbage(&self, images: &HashMap<String, Image>, keep: &HashSet<String>) {
-        let leased = self.leases.table();
-        let mut used: HashSet<String> = leased.keys().cloned().collect();
-        for img in images.values() {
-            used.insert(img.id.clone());
-            used.extend(img.layer_digests.iter().cloned());
-            used.extend(img.chain_ids.iter().cloned());
-        }
-        used.extend(keep.iter().map(|k| with_sha256(k)));
-        match self.blobs.list() {
-            Ok(blobs) => {
-                for d in blobs.iter().filter(|d| !used.contains(*d)) {
-                    if let Err(e) = self.blobs.remove(d) {
-                        tracing::warn!(error = %e, "image garbage collection");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "image garbage collection"),
-        }
-        for hex in list_names(&self.snapshots) {
-            if hex.starts_with('.') || used.contains(&with_sha256(&hex)) {
-                continue;
-            }
-            let dir = self.snapshots.join(&hex);
-            if let Err(e) = fs::remove_dir_all(&dir) {
-                tracing::warn!(path = %dir.display(), error = %e, "removing unused snapshot");
-            }
-        }
-        drop(leased);
-    }
-
-    pub fn fs_usage(&self) -> FsUsage {
-        let (used_bytes, inodes_used) = disk_usage(&self.root);
-        FsUsage {
+        let total = self.usage.total() + uncounted;
+        Ok(FsUsage {
             mountpoint: self.root.clone(),
-            used_bytes,
-            inodes_used,
+            used_bytes: total.bytes,
+            inodes_used: total.inodes,
+        })
+    }
+
+    /// The directories the store is made of, whose own sizes are not counted content.
+    fn store_dirs(&self) -> Vec<PathBuf> {
+        let blobs = self.blobs.dir();
+        let mut dirs = vec![
+            self.root.clone(),
+            blobs.to_path_buf(),
+            self.blobs.ingest_dir().to_path_buf(),
+            self.snapshots.clone(),
+            self.records.clone(),
+        ];
+        dirs.extend(blobs.parent().map(Path::to_path_buf));
+        dirs
+    }
+
+    /// Waits until snapshots found without a usage file at open are counted.
+    #[cfg(test)]
+    pub fn wait_for_backfill(&self) {
+        let handle = self.backfill.lock().unwrap().take();
+        if let Some(h) = handle {
+            h.join().unwrap();
         }
     }
 
@@ -385,14 +386,6 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-fn with_sha256(s: &str) -> String {
-    if s.starts_with("sha256:") {
-        s.to_string()
-    } else {
-        format!("sha256:{s}")
-    }
-}
-
 fn union(a: &[String], b: &[String]) -> Vec<String> {
     let mut out = a.to_vec();
     out.extend(b.iter().filter(|x| !a.contains(x)).cloned());
@@ -441,10 +434,12 @@ fn load_records(dir: &Path) -> Result<HashMap<String, Image>, ImageError> {
     Ok(images)
 }
 
-/// Allocated bytes and inodes under `root`, hard links counted once.
+/// Allocated bytes and inodes under `root`, hard links counted once: the walk `fs_usage`
+/// once did on every call, kept apart from `usage::measure` as the tests' oracle.
+#[cfg(test)]
 fn disk_usage(root: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
-    let mut seen = HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     let (mut bytes, mut inodes) = (0u64, 0u64);
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -467,6 +462,9 @@ fn disk_usage(root: &Path) -> (u64, u64) {
     }
     (bytes, inodes)
 }
+
+#[path = "gc.rs"]
+mod gc;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::error::{Classify, Kind};
 use crate::image::testreg::{FakeRegistry, TestImage, build_image, serve};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 struct Env {
@@ -43,6 +44,13 @@ fn busybox() -> TestImage {
         ],
         false,
     )
+}
+
+/// The counted figures must be what a fresh walk of the whole store gives.
+async fn assert_counted(store: &ImageStore, step: &str) {
+    let u = store.fs_usage().await.unwrap();
+    let walked = disk_usage(&store.root);
+    assert_eq!((u.used_bytes, u.inodes_used), walked, "after {step}");
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -97,7 +105,7 @@ async fn pull_records_snapshots_and_lookups() {
         .await
         .unwrap();
     assert_eq!(env.reg.blob_requests.load(Ordering::SeqCst), before);
-    let usage = store.fs_usage();
+    let usage = store.fs_usage().await.unwrap();
     assert!(usage.used_bytes > 0 && usage.inodes_used > 5);
 }
 
@@ -270,6 +278,7 @@ async fn failures_leave_nothing_behind() {
     assert!(store.list().is_empty());
     assert!(names(&env.root.join("images")).is_empty());
     assert!(names(&env.root.join("ingest")).is_empty());
+    assert_counted(&store, "a failed pull").await;
     for s in names(&env.root.join("snapshots")) {
         assert!(!s.starts_with('.'), "temp snapshot {s} left");
     }
@@ -300,6 +309,7 @@ async fn concurrent_pulls_agree() {
     assert_eq!(store.list().len(), 1);
     assert_eq!(names(&env.root.join("snapshots")).len(), 2);
     assert!(names(&env.root.join("ingest")).is_empty());
+    assert_counted(&store, "concurrent pulls of one image").await;
 }
 
 #[test]
@@ -473,3 +483,6 @@ fn store_is_sync_and_pull_future_is_send() {
     let fut = store.pull("busybox", Some(&auth));
     send(&fut);
 }
+
+#[path = "store_usage_tests.rs"]
+mod usage_tests;

@@ -10,6 +10,7 @@
 
 use super::ImageError;
 use super::blobs::random_hex;
+use super::usage::{Ledger, record_snapshot};
 use filetime::FileTime;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -31,6 +32,8 @@ pub struct UnpackRequest<'a> {
     pub diff_id: &'a str,
     pub chain_id: &'a str,
     pub snapshots: &'a Path,
+    /// Learns the new snapshot's figure when it is renamed into place.
+    pub usage: &'a Ledger,
 }
 
 pub fn snapshot_dir(snapshots: &Path, chain_id: &str) -> PathBuf {
@@ -40,19 +43,26 @@ pub fn snapshot_dir(snapshots: &Path, chain_id: &str) -> PathBuf {
 
 /// Extracts the layer unless its snapshot exists. The snapshot appears whole or not at all:
 /// it is built in `.tmp-*` and renamed; a concurrent pull that wins the rename is fine.
+/// It is measured while still private, so its usage file is in place from the start.
 pub fn unpack_layer(req: &UnpackRequest<'_>) -> Result<PathBuf, ImageError> {
     let target = snapshot_dir(req.snapshots, req.chain_id);
     if target.join("fs").is_dir() {
         return Ok(target);
     }
     let tmp = req.snapshots.join(format!(".tmp-{}", random_hex()));
-    let result = build_snapshot(req, &tmp);
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    let result = build_snapshot(req, &tmp).and_then(|()| record_snapshot(&tmp));
+    let figure = match result {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
     match fs::rename(&tmp, &target) {
-        Ok(()) => Ok(target),
+        Ok(()) => {
+            req.usage.set(target.clone(), figure);
+            Ok(target)
+        }
         Err(_) if target.join("fs").is_dir() => {
             let _ = fs::remove_dir_all(&tmp);
             Ok(target)

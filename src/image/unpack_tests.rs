@@ -301,12 +301,14 @@ fn failed_unpack_leaves_no_snapshot() {
     fs::create_dir_all(&snaps).unwrap();
     let good = super::super::blobs::sha256_digest(&tar);
     let wrong = super::super::blobs::sha256_digest(b"x");
+    let usage = super::super::usage::Ledger::default();
     let mut req = UnpackRequest {
         blob: &blob,
         layer: &good,
         diff_id: &wrong,
         chain_id: &wrong,
         snapshots: &snaps,
+        usage: &usage,
     };
     assert!(matches!(
         unpack_layer(&req),
@@ -319,4 +321,8 @@ fn failed_unpack_leaves_no_snapshot() {
     assert_eq!(fs::read(dir.join("fs/a")).unwrap(), b"a");
     assert_eq!(unpack_layer(&req).unwrap(), dir);
     assert_eq!(fs::read_dir(&snaps).unwrap().count(), 1);
+    // Counted once, as a walk of the new snapshot sees it (its usage file included).
+    let figure = super::super::usage::measure(&dir);
+    assert_eq!(usage.total(), figure);
+    assert_eq!(super::super::usage::recorded_snapshot(&dir), Some(figure));
 }
