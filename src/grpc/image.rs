@@ -130,7 +130,7 @@ impl ImageService for ImageApi {
         let r = async {
             let name = image_name(req.into_inner().image)?;
             let keep = self.containers.chain_ids_in_use()?;
-            self.images.remove(&name, &keep)?;
+            self.images.remove_image(name, keep).await?;
             Ok(cri::RemoveImageResponse {})
         }
         .await;

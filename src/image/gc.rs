@@ -8,6 +8,18 @@ use std::fs;
 use std::sync::PoisonError;
 
 impl ImageStore {
+    /// RemoveImage: [`ImageStore::remove`] on the blocking pool (it deletes and fsyncs).
+    pub async fn remove_image(
+        self: &std::sync::Arc<Self>,
+        reference_or_id: String,
+        keep: HashSet<String>,
+    ) -> Result<(), ImageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.remove(&reference_or_id, &keep))
+            .await
+            .map_err(|e| ImageError::Task(format!("image removal: {e}")))?
+    }
+
     /// Removes the image and collects blobs and snapshots nothing references any more.
     pub fn remove(&self, reference_or_id: &str, keep: &HashSet<String>) -> Result<(), ImageError> {
         let mut images = self.images.write().unwrap_or_else(PoisonError::into_inner);

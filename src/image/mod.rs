@@ -126,7 +126,7 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("unpack task failed: {0}")]
+    #[error("image store task failed: {0}")]
     Task(String),
     #[error("measuring image store usage failed: {0}")]
     Usage(String),

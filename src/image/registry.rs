@@ -202,7 +202,19 @@ impl<'a> Session<'a> {
         while let Some(chunk) = resp.chunk().await.map_err(http_err(&url))? {
             w.write(&chunk, &expected)?;
         }
-        w.commit(store, &expected)
+        // The commit fsyncs: off the async threads.
+        let (store, digest, size) = (store.clone(), desc.digest.clone(), desc.size);
+        tokio::task::spawn_blocking(move || {
+            w.commit(
+                &store,
+                &Expected {
+                    digest: &digest,
+                    size,
+                },
+            )
+        })
+        .await
+        .map_err(|e| ImageError::Task(format!("blob commit: {e}")))?
     }
 
     fn usable(&self, resolving: bool) -> Vec<usize> {

@@ -70,7 +70,7 @@ impl ImageStore {
     }
 
     pub async fn pull(
-        &self,
+        self: &Arc<Self>,
         reference: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<Image, ImageError> {
@@ -108,7 +108,11 @@ impl ImageStore {
             chain_ids,
             layer_digests: m.layers.iter().map(|l| l.digest.clone()).collect(),
         };
-        let image = self.commit(image)?;
+        // Record writes fsync: off the async threads.
+        let this = self.clone();
+        let image = tokio::task::spawn_blocking(move || this.commit(image))
+            .await
+            .map_err(|e| ImageError::Task(format!("image record: {e}")))??;
         drop(lease);
         tracing::info!(reference = %r, id = %image.id, "pulled image");
         Ok(image)
@@ -338,7 +342,7 @@ async fn await_all(tasks: Vec<UnpackTask>) -> Result<(), ImageError> {
     for task in tasks {
         let result = match task.await {
             Ok(r) => r.map(drop),
-            Err(e) => Err(ImageError::Task(e.to_string())),
+            Err(e) => Err(ImageError::Task(format!("unpack: {e}"))),
         };
         if let Err(e) = result {
             first.get_or_insert(e);

@@ -31,8 +31,8 @@ impl Env {
             reg,
         }
     }
-    fn open(&self) -> ImageStore {
-        ImageStore::open(self.root.clone(), self.certs.clone()).unwrap()
+    fn open(&self) -> std::sync::Arc<ImageStore> {
+        std::sync::Arc::new(ImageStore::open(self.root.clone(), self.certs.clone()).unwrap())
     }
 }
 
@@ -293,7 +293,7 @@ async fn failures_leave_nothing_behind() {
 async fn concurrent_pulls_agree() {
     let env = Env::new(FakeRegistry::default()).await;
     busybox().publish(&env.reg, "library/busybox", "latest");
-    let store = std::sync::Arc::new(env.open());
+    let store = env.open();
     let pulls: Vec<_> = (0..4)
         .map(|_| {
             let s = store.clone();
@@ -321,7 +321,8 @@ fn open_cleans_crash_leftovers() {
     fs::write(root.join("ingest/dl-1"), b"partial").unwrap();
     fs::create_dir_all(root.join("images")).unwrap();
     fs::write(root.join("images/.x.json.tmp"), b"{").unwrap();
-    let store = ImageStore::open(root.clone(), t.path().join("certs")).unwrap();
+    let store =
+        std::sync::Arc::new(ImageStore::open(root.clone(), t.path().join("certs")).unwrap());
     assert!(store.list().is_empty());
     assert!(names(&root.join("snapshots")).is_empty());
     assert!(names(&root.join("ingest")).is_empty());
@@ -358,7 +359,7 @@ async fn pull_from_real_registry() {
     let extra = std::env::var("CRIUS_TEST_REGISTRY_HOST_KEYS").unwrap_or_default();
     let toml = format!("[host.\"{url}\"]\ncapabilities = [\"pull\", \"resolve\"]\n{extra}\n");
     fs::write(certs.join("docker.io/hosts.toml"), toml).unwrap();
-    let store = ImageStore::open(t.path().join("store"), certs).unwrap();
+    let store = std::sync::Arc::new(ImageStore::open(t.path().join("store"), certs).unwrap());
     // Registry credentials as "user:password", for a registry with htpasswd auth.
     let auth = std::env::var("CRIUS_TEST_REGISTRY_AUTH").ok().map(|a| {
         use base64::Engine;
@@ -478,7 +479,8 @@ fn store_is_sync_and_pull_future_is_send() {
     fn send<T: Send>(_: &T) {}
     send_sync::<ImageStore>();
     let t = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(t.path().join("s"), t.path().join("c")).unwrap();
+    let store =
+        std::sync::Arc::new(ImageStore::open(t.path().join("s"), t.path().join("c")).unwrap());
     let auth = RegistryAuth::default();
     let fut = store.pull("busybox", Some(&auth));
     send(&fut);
