@@ -190,6 +190,69 @@ async fn pull_errors() {
     d.teardown().await;
 }
 
+/// The daemon's own answer to a PullImage sent with `grpc-timeout: 1m`, over raw
+/// HTTP/2: tonic's client would enforce the deadline itself (answering Cancelled) and
+/// hide the server's answer, which is what grpc-go clients (kubelet, critest) may see.
+async fn pull_with_deadline(d: &Daemon, name: &str) -> String {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    let stream = tokio::net::UnixStream::connect(&d.paths.socket)
+        .await
+        .expect("connecting to the crius socket");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let msg = PullImageRequest {
+        image: image(name),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let req = http::Request::post("http://localhost/runtime.v1.ImageService/PullImage")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "1m")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("PullImage response");
+    let status = resp.headers().get("grpc-status").cloned();
+    let body = resp.into_body().collect().await.expect("response body");
+    let status = status.or_else(|| body.trailers().and_then(|t| t.get("grpc-status").cloned()));
+    status
+        .map(|v| v.to_str().unwrap_or("?").to_string())
+        .unwrap_or_default()
+}
+
+/// A pull the client stops waiting for answers DeadlineExceeded (kubelet and critest
+/// expect that code, not Cancelled), stores no image, and the retry without a deadline
+/// succeeds.
+#[tokio::test]
+async fn pull_past_the_client_deadline_is_deadline_exceeded() {
+    if !preflight("pull_deadline", true) {
+        return;
+    }
+    let d = image_daemon().await;
+    let mut img = d.images().await;
+    let code = pull_with_deadline(&d, LAYERS).await;
+    assert_eq!(
+        code,
+        (Code::DeadlineExceeded as i32).to_string(),
+        "grpc-status"
+    );
+    assert!(
+        status(&mut img, LAYERS).await.is_none(),
+        "no image after a cut pull"
+    );
+    pull(&mut img, LAYERS).await;
+    assert!(status(&mut img, LAYERS).await.is_some());
+    d.teardown().await;
+}
+
 /// ImageFsInfo's (mountpoint, used bytes, inodes used).
 async fn fs_info(images: &mut Images) -> (PathBuf, u64, u64) {
     let r = images

@@ -173,7 +173,7 @@ impl Cni {
             }
         };
         let result = NetworkResult { ips, raw };
-        self.cache_result(net, att, &result.raw);
+        self.cache_result(net, att, &result.raw).await;
         Ok(result)
     }
 
@@ -322,9 +322,17 @@ impl Cni {
     }
 
     /// Best effort: without the cache DEL still works, only without `prevResult`.
-    fn cache_result(&self, net: &NetworkConfig, att: &Attachment, raw: &Value) {
-        if let Some(path) = self.cache_path(net, att)
-            && let Err(e) = store::write_json(&path, raw)
+    /// Writes the result for DEL's prevResult; the write fsyncs, so it runs on the
+    /// blocking pool.
+    async fn cache_result(&self, net: &NetworkConfig, att: &Attachment, raw: &Value) {
+        let Some(path) = self.cache_path(net, att) else {
+            return;
+        };
+        let raw = raw.clone();
+        let written = tokio::task::spawn_blocking(move || store::write_json(&path, &raw)).await;
+        if let Err(e) = written
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
         {
             tracing::warn!(error = %e, "could not cache CNI result; DEL will lack prevResult");
         }
