@@ -73,11 +73,12 @@ fn host_network(mut pod: PodSandboxConfig) -> PodSandboxConfig {
     pod
 }
 
-/// RunPodSandbox, CreateContainer, StartContainer of `sleep 1000`; returns the three times.
+/// RunPodSandbox, CreateContainer, StartContainer of `sleep 1000`; returns the pod and
+/// container ids and the three times.
 async fn start_pod(
     rt: &mut crate::harness::Runtime,
     pod: &PodSandboxConfig,
-) -> (String, [Duration; 3]) {
+) -> (String, String, [Duration; 3]) {
     let cfg = container_config("c", BUSYBOX, &["sleep", "1000"]);
     let t0 = Instant::now();
     let pod_id = run_pod(rt, pod).await;
@@ -88,7 +89,26 @@ async fn start_pod(
     let t2 = Instant::now();
     start(rt, &id).await.expect("StartContainer");
     let t3 = Instant::now();
-    (id, [t1 - t0, t2 - t1, t3 - t2])
+    (pod_id, id, [t1 - t0, t2 - t1, t3 - t2])
+}
+
+/// Median ExecSync `true` and host `true` over [`EXEC_ROUNDS`], `gap` apart.
+async fn exec_median(
+    rt: &mut crate::harness::Runtime,
+    id: &str,
+    gap: Duration,
+) -> (Duration, Duration) {
+    let mut execs = Vec::with_capacity(EXEC_ROUNDS);
+    let mut anchors = Vec::with_capacity(EXEC_ROUNDS);
+    for _ in 0..EXEC_ROUNDS {
+        tokio::time::sleep(gap).await;
+        let t = Instant::now();
+        let r = exec(rt, id, &["true"], 0).await.expect("ExecSync true");
+        execs.push(t.elapsed());
+        assert_eq!(r.exit_code, 0);
+        anchors.push(host_true());
+    }
+    (median(execs), median(anchors))
 }
 
 #[tokio::test]
@@ -107,21 +127,10 @@ async fn bench_budgets() {
     let pull_time = t.elapsed();
     let mut rt = d.runtime().await;
 
-    let (_, host) = start_pod(&mut rt, &host_network(pod_config(&d, "bench-host"))).await;
-    let (id, cni) = start_pod(&mut rt, &pod_config(&d, "bench")).await;
+    let (_, _, host) = start_pod(&mut rt, &host_network(pod_config(&d, "bench-host"))).await;
+    let (pod_id, id, cni) = start_pod(&mut rt, &pod_config(&d, "bench")).await;
 
-    let mut execs = Vec::with_capacity(EXEC_ROUNDS);
-    let mut anchors = Vec::with_capacity(EXEC_ROUNDS);
-    for _ in 0..EXEC_ROUNDS {
-        let t = Instant::now();
-        let r = exec(&mut rt, &id, &["true"], 0)
-            .await
-            .expect("ExecSync true");
-        execs.push(t.elapsed());
-        assert_eq!(r.exit_code, 0);
-        anchors.push(host_true());
-    }
-    let (exec_med, anchor_med) = (median(execs), median(anchors));
+    let (exec_med, anchor_med) = exec_median(&mut rt, &id, Duration::ZERO).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut sleeper = Command::new("sleep").arg("30").spawn().expect("host sleep");
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,6 +180,11 @@ async fn bench_budgets() {
         ms(anchor_med),
         ratio(exec_med, anchor_med)
     );
+    crate::bench_client::report(&crate::bench_client::Target {
+        socket: &d.paths.socket,
+        pod: &pod_id,
+        container: &id,
+    });
     d.teardown().await;
 }
 
