@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Rounds; each runs every command of a table once, in order, so that load from other
-/// work on the machine falls on all rows alike. The median is reported.
+/// Rounds; each runs every command of a table once, so that load from other work on the
+/// machine falls on all rows alike. The median is reported.
 const ROUNDS: usize = 21;
 const CRICTL: &str = "/usr/local/bin/crictl";
 
@@ -60,7 +60,10 @@ fn run_once(row: &Row) -> Result<Duration, String> {
 pub fn medians(rows: &[Row]) -> Vec<Option<Duration>> {
     let mut times: Vec<Option<Vec<Duration>>> = rows.iter().map(|_| Some(Vec::new())).collect();
     for round in 0..=ROUNDS {
-        for (row, slot) in rows.iter().zip(times.iter_mut()) {
+        // Each round starts one row further on, so no row always follows the same one
+        // (an exec leaves work behind that slowed whichever row came next by ~1 ms).
+        for i in (0..rows.len()).map(|i| (i + round) % rows.len()) {
+            let (row, slot) = (&rows[i], &mut times[i]);
             let Some(v) = slot else { continue };
             match run_once(row) {
                 Ok(t) if round > 0 => v.push(t),
