@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod bench;
+mod bench_client;
 mod containers;
 mod fixtures;
 mod harness;
