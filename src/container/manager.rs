@@ -179,17 +179,22 @@ impl ContainerManager {
                 "exec command must not be empty".into(),
             ));
         }
-        if !self.observe(&rec).await?.is_running() {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                rec.id
-            )));
+        // The monitor refuses a container that is not running; asking it for the
+        // state first would cost every exec (kubelet's probes) another round trip.
+        let not_running =
+            || Error::FailedPrecondition(format!("container {} is not running", rec.id));
+        if rec.exit.is_some() {
+            return Err(not_running());
         }
         let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-        let r = self
+        let r = match self
             .monitor(&rec)
             .exec_sync(&rec.id, req.cmd, timeout)
-            .await?;
+            .await
+        {
+            Err(e) if e.is_unavailable() => return Err(not_running()),
+            r => r?,
+        };
         if r.timed_out {
             return Err(Error::Timeout(format!(
                 "command in container {} timed out after {}s",

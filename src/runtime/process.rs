@@ -195,7 +195,6 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
     drop(child_sync);
     drop(opts.stdio);
     let result = (|| {
-        // Joined before the namespaces, so the process is accounted from its first step.
         if let Some(cg) = cgroup.as_deref() {
             cg.add_process(intermediate)?;
         }
@@ -214,11 +213,15 @@ fn exec_intermediate(joins: &[Join], process: &Process, mut sync: Channel, stdio
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);
     }
-    if let Err(e) = sync.expect(Message::Continue, "exec") {
+    // The namespaces are joined while the caller moves this process into the cgroup
+    // (on cgroup v1 that write waits for an RCU grace period, milliseconds): the two
+    // overlap. The process that runs the command is forked only after both, so it
+    // starts in the container's cgroup.
+    if let Err(e) = namespaces::enter(joins, CloneFlags::empty()) {
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);
     }
-    if let Err(e) = namespaces::enter(joins, CloneFlags::empty()) {
+    if let Err(e) = sync.expect(Message::Continue, "exec") {
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);
     }
