@@ -1,5 +1,6 @@
 //! Containers: request validation, OCI spec generation (pure), user resolution, the
 //! overlay rootfs, and the container manager that drives the pod's monitor.
+pub mod error;
 pub mod manager;
 pub mod record;
 pub mod rootfs;

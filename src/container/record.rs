@@ -5,8 +5,16 @@ use std::path::PathBuf;
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 
-use super::status::Exit;
 use crate::store::registry::Record;
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exit {
+    pub exit_code: i32,
+    pub finished_at: i64,
+    pub reason: String,
+    pub message: String,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerPhase {

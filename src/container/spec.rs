@@ -19,9 +19,8 @@ use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, PodSandboxConf
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{Process, Root, Spec, User};
 
+pub use super::error::SpecError;
 use crate::container::user::ResolvedUser;
-use crate::error::{Classify, Kind};
-use crate::validation::InputError;
 
 /// Used when neither the image nor the CRI config sets PATH (same value as containerd).
 pub const DEFAULT_PATH_ENV: &str =
@@ -34,55 +33,6 @@ pub const ANNOTATION_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 pub const ANNOTATION_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 pub const ANNOTATION_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 pub const ANNOTATION_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(
-        "no command specified: the container config has no command and the image has no \
-         entrypoint or cmd"
-    )]
-    NoCommand,
-    #[error("unable to find user {0}")]
-    UserNotFound(String),
-    #[error("unable to find group {0}")]
-    GroupNotFound(String),
-    #[error("{what} is not supported yet")]
-    Unsupported { what: String },
-    #[error("read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl SpecError {
-    pub(crate) fn invalid(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        reason: &'static str,
-    ) -> Self {
-        SpecError::Input(InputError::invalid(field, value, reason))
-    }
-
-    pub(crate) fn unsupported(what: impl Into<String>) -> Self {
-        SpecError::Unsupported { what: what.into() }
-    }
-}
-
-impl Classify for SpecError {
-    fn kind(&self) -> Kind {
-        match self {
-            SpecError::Unsupported { .. } => Kind::Unimplemented,
-            SpecError::Io { .. } => Kind::Internal,
-            SpecError::Input(_)
-            | SpecError::NoCommand
-            | SpecError::UserNotFound(_)
-            | SpecError::GroupNotFound(_) => Kind::InvalidArgument,
-        }
-    }
-}
 
 /// The pod's pinned namespaces (bind-mounted nsfs files) a container joins.
 #[derive(Debug, Clone, Copy)]

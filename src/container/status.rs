@@ -2,19 +2,10 @@
 //! record the monitor left on disk.
 
 use k8s_cri::v1 as cri;
-use serde::{Deserialize, Serialize};
 
 use super::record::ContainerRecord;
+pub use super::record::Exit;
 use crate::monitor::proto;
-
-/// How a container ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Exit {
-    pub exit_code: i32,
-    pub finished_at: i64,
-    pub reason: String,
-    pub message: String,
-}
 
 /// The lifecycle facts CRI reports, wherever they came from.
 #[derive(Debug, Clone, PartialEq)]

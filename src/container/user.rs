@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::LinuxContainerSecurityContext;
 
-use super::spec::SpecError;
+use super::error::SpecError;
 
 /// Larger passwd/group files are truncated; real ones are a few KiB.
 const MAX_DB_BYTES: u64 = 4 << 20;

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 
-use super::spec::SpecError;
+use super::error::SpecError;
 use crate::validation::{InputError, check_abs_path, check_name, has_parent, no_nul};
 
 pub fn validate_container_config(

@@ -7,12 +7,11 @@ use std::path::Path;
 use oci_spec::runtime::Spec;
 
 use super::cgroupfs::CgroupView;
+use super::child::exit_now;
 use super::executable::Program;
 use super::namespaces::{self, NamespacePlan};
 use super::sync::{Channel, Message};
-use super::{
-    RuntimeError, Stdio, io_err, process::exit_now, rlimits, rootfs, stdio, sys_err, user,
-};
+use super::{RuntimeError, Stdio, io_err, rlimits, rootfs, stdio, sys_err, user};
 
 pub(super) struct InitArgs<'a> {
     pub spec: &'a Spec,

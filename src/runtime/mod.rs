@@ -115,6 +115,7 @@ pub struct ExecOptions<'a> {
 mod bundle;
 mod capabilities;
 mod cgroupfs;
+mod child;
 mod devices;
 mod executable;
 mod init;

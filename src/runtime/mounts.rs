@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MsFlags, mount};
 use oci_spec::runtime::Mount;
 
-use super::cgroupfs::{CgroupView, mount_view};
 use super::paths::resolve_in_root;
 use super::{RuntimeError, io_err, sys_err};
 
@@ -92,19 +91,16 @@ pub(super) fn parse_options(options: &[String]) -> MountOptions {
     out
 }
 
-/// Mounts one spec entry at its destination inside `rootfs`.
-pub(super) fn mount_entry(
-    rootfs: &Path,
-    m: &Mount,
-    cgroup: Option<&CgroupView<'_>>,
-) -> Result<(), RuntimeError> {
+/// Whether a spec entry is a cgroupfs, which `cgroupfs::mount_view` mounts instead.
+pub(super) fn is_cgroupfs(m: &Mount) -> bool {
+    matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2"))
+}
+
+/// Mounts one spec entry (not a cgroupfs) at its destination inside `rootfs`.
+pub(super) fn mount_entry(rootfs: &Path, m: &Mount) -> Result<(), RuntimeError> {
     let typ = m.typ().as_deref().unwrap_or("none");
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let target = resolve_in_root(rootfs, m.destination())?;
-    if typ == "cgroup" || typ == "cgroup2" {
-        // Without a cgroup of its own the container gets no cgroupfs at all.
-        return cgroup.map_or(Ok(()), |view| mount_view(view, &target));
-    }
     if opts.bind {
         let source = m.source().clone().unwrap_or_default();
         bind(&source, &target, &opts)?;

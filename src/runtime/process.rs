@@ -2,7 +2,6 @@
 //! which enters the namespaces and forks the real process so it lands in the (new or
 //! joined) pid namespace; the caller, a child subreaper, inherits it when the
 //! intermediate exits. The message sequence is drawn in `sync.rs`.
-#![allow(unsafe_code)]
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -11,31 +10,19 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use nix::unistd::{ForkResult, Pid, pipe2};
 use oci_spec::runtime::Process;
 
 use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
 use super::cgroups::CgroupManager;
+use super::child::{exit_now, fork_child};
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
 use super::signals;
 use super::stdio::{self, above_stdio};
 use super::sync::{self, Channel, Message};
 use super::{CreateOptions, Created, ExecOptions, RuntimeError, Stdio, sys_err};
-
-/// Ends a forked child without running the parent's atexit handlers or destructors.
-pub(super) fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit is async-signal-safe and always valid to call.
-    unsafe { libc::_exit(code) }
-}
-
-fn fork_child() -> Result<ForkResult, RuntimeError> {
-    // SAFETY: the monitor is single-threaded; in multi-threaded callers (tests) glibc's
-    // fork resets the malloc locks, and the child only makes syscalls, allocates and then
-    // execs or _exits.
-    unsafe { fork() }.map_err(sys_err("fork"))
-}
 
 pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
     let bundle = Bundle::load(opts.bundle)?;

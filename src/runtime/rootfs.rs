@@ -8,8 +8,8 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{fchdir, pivot_root};
 use oci_spec::runtime::Spec;
 
-use super::cgroupfs::CgroupView;
-use super::mounts::{create_dir, mount_entry, parse_options};
+use super::cgroupfs::{CgroupView, mount_view};
+use super::mounts::{create_dir, is_cgroupfs, mount_entry, parse_options};
 use super::paths::resolve_in_root;
 use super::{RuntimeError, devices, io_err, sys_err};
 
@@ -33,7 +33,12 @@ pub(super) fn setup(
     mount(Some(rootfs), rootfs, None::<&str>, rec_bind, None::<&str>)
         .map_err(sys_err("bind rootfs"))?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        mount_entry(rootfs, m, cgroup)?;
+        if !is_cgroupfs(m) {
+            mount_entry(rootfs, m)?;
+        } else if let Some(view) = cgroup {
+            // Without a cgroup of its own the container gets no cgroupfs at all.
+            mount_view(view, &resolve_in_root(rootfs, m.destination())?)?;
+        }
     }
     let extra = linux
         .and_then(|l| l.devices().as_deref())
