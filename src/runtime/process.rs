@@ -175,19 +175,13 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
     let intermediate = match fork_child()? {
         ForkResult::Child => {
             drop(sync);
-            exec_intermediate(&joins, &process, child_sync, opts.stdio)
+            exec_intermediate(&joins, cgroup.as_deref(), &process, child_sync, opts.stdio)
         }
         ForkResult::Parent { child } => child,
     };
     drop(child_sync);
     drop(opts.stdio);
-    let result = (|| {
-        if let Some(cg) = cgroup.as_deref() {
-            cg.add_process(intermediate)?;
-        }
-        sync.send(&Message::Continue)?;
-        sync.expect_pid("exec")
-    })();
+    let result = sync.expect_pid("exec");
     if result.is_err() {
         let _ = kill(intermediate, Signal::SIGKILL);
     }
@@ -195,20 +189,26 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
     result.map(Pid::from_raw)
 }
 
-fn exec_intermediate(joins: &[Join], process: &Process, mut sync: Channel, stdio: Stdio) -> ! {
+fn exec_intermediate(
+    joins: &[Join],
+    cgroup: Option<&dyn CgroupManager>,
+    process: &Process,
+    mut sync: Channel,
+    stdio: Stdio,
+) -> ! {
     if let Err(e) = signals::reset() {
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);
     }
-    // The namespaces are joined while the caller moves this process into the cgroup
-    // (on cgroup v1 that write waits for an RCU grace period, milliseconds): the two
-    // overlap. The process that runs the command is forked only after both, so it
-    // starts in the container's cgroup.
-    if let Err(e) = namespaces::enter(joins, CloneFlags::empty()) {
+    // The intermediate moves itself into the container's cgroup (cheaper than being
+    // moved: see `CgroupManager::enter_current`), while the cgroupfs paths are still
+    // those of the host's mount namespace; the command's process is forked after that,
+    // so it starts in the container's cgroup.
+    if let Some(Err(e)) = cgroup.map(|cg| cg.enter_current()) {
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);
     }
-    if let Err(e) = sync.expect(Message::Continue, "exec") {
+    if let Err(e) = namespaces::enter(joins, CloneFlags::empty()) {
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);
     }

@@ -20,10 +20,10 @@
 //!  Created::start(): close ------ start pipe ------------->  execve
 //! ```
 //!
-//! For `exec` the caller sends Continue to the intermediate after putting it in the
-//! container's cgroup; the intermediate then joins the container's namespaces, forks the
-//! process (so it lands in the pid namespace) and reports its Pid. Any stage may answer
-//! with Error instead; EOF means the peer died without saying why.
+//! For `exec` the intermediate moves itself into the container's cgroup, joins the
+//! container's namespaces, forks the process (so it lands in the pid namespace) and
+//! reports its Pid; the caller only waits for that. Any stage may answer with Error
+//! instead; EOF means the peer died without saying why.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
     LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder,
@@ -288,7 +288,22 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
         out.starts_with("exec-ok\ncrius-test\n/work/dir\n"),
         "output: {out}"
     );
-    assert!(out.contains(&format!("pids:/{cg}")), "output: {out}");
+    // In the container's cgroup in every hierarchy, not only the one checked first.
+    let managed = [
+        "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer",
+    ];
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.matches(':').count() == 2)
+        .collect();
+    for line in &lines {
+        let mut f = line.splitn(3, ':').skip(1);
+        let (controllers, path) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if controllers.split(',').any(|c| managed.contains(&c)) {
+            assert_eq!(path, format!("/{cg}"), "{line}");
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains(":memory:")), "{out}");
     // The test process ignores SIGPIPE (Rust does); that must not leak in. Run grep
     // directly: busybox sh would reset it and hide a leak.
     let (code, out) = run(&["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
@@ -324,6 +339,17 @@ fn v2_kills_and_removes(parent: &str) {
     let pid = Pid::from_raw(child.id() as i32);
     cg.add_process(pid).unwrap();
     assert_eq!(cg.processes().unwrap(), vec![pid]);
+    // A process that moves itself in (as exec's intermediate does).
+    let moved = match super::child::fork_child().unwrap() {
+        ForkResult::Child => {
+            let ok = cg.enter_current().is_ok()
+                && std::fs::read_to_string("/proc/self/cgroup")
+                    .is_ok_and(|c| c.contains(&format!("0::/{path}\n")));
+            super::child::exit_now(if ok { 0 } else { 1 })
+        }
+        ForkResult::Parent { child } => child,
+    };
+    assert_eq!(wait_exit(moved), 0, "enter_current on v2");
     cg.destroy().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));

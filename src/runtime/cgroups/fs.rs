@@ -52,6 +52,11 @@ pub(super) fn add_proc(dir: &Path, pid: Pid) -> Result<(), CgroupError> {
     write(&dir.join("cgroup.procs"), &pid.to_string())
 }
 
+/// Moves the calling thread ("0") through `file`: `tasks` (v1) or `cgroup.procs` (v2).
+pub(super) fn add_self(dir: &Path, file: &str) -> Result<(), CgroupError> {
+    write(&dir.join(file), "0")
+}
+
 /// SIGKILLs every process in `dir` and its descendants, waits for them to leave, then
 /// removes the directories bottom-up. A missing `dir` is success.
 pub(super) fn kill_and_remove(dir: &Path) -> Result<(), CgroupError> {

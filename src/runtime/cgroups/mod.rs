@@ -47,6 +47,11 @@ pub trait CgroupManager: Send + Sync {
     fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
     /// Moves a process into the cgroup.
     fn add_process(&self, pid: Pid) -> Result<(), CgroupError>;
+    /// Moves the calling process, which must be single-threaded, into the cgroup. On v1
+    /// it writes "0" to each hierarchy's `tasks`: the kernel migrates the calling thread
+    /// alone without its global threadgroup lock, whose write side waits for an RCU
+    /// grace period (a few ms, tens under load) every time a process is moved by pid.
+    fn enter_current(&self) -> Result<(), CgroupError>;
     /// Processes currently in the cgroup (not recursive).
     // Read by tests today and by container stats later (pids per container).
     #[allow(dead_code)]

@@ -200,6 +200,13 @@ impl CgroupManager for V1Manager {
         Ok(())
     }
 
+    fn enter_current(&self) -> Result<(), CgroupError> {
+        for dir in self.dirs() {
+            fs::add_self(&dir, "tasks")?;
+        }
+        Ok(())
+    }
+
     fn processes(&self) -> Result<Vec<Pid>, CgroupError> {
         let mut all = Vec::new();
         for dir in self.dirs() {

@@ -154,6 +154,11 @@ impl CgroupManager for V2Manager {
         fs::add_proc(&self.dir(), pid)
     }
 
+    fn enter_current(&self) -> Result<(), CgroupError> {
+        // v2 has no per-thread escape for domain cgroups; CLONE_INTO_CGROUP would be one.
+        fs::add_self(&self.dir(), "cgroup.procs")
+    }
+
     fn processes(&self) -> Result<Vec<Pid>, CgroupError> {
         fs::read_procs(&self.dir())
     }
