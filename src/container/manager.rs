@@ -76,8 +76,7 @@ impl ContainerManager {
         self.pods.monitor(&rec.pod_id)
     }
 
-    /// The container and its record, with its operation lock held by the caller next;
-    /// `None` when it does not exist (Stop/Remove are idempotent).
+    /// The container, or `None` when it does not exist (Stop/Remove are idempotent).
     fn find(&self, wanted: &str) -> Result<Option<Arc<ContainerEntry>>> {
         self.containers.find(wanted)
     }

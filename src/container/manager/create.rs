@@ -63,24 +63,8 @@ impl ContainerManager {
                 what: "image",
                 id: image_name.clone(),
             })?;
-        let id = crate::id::new_id();
-        let record = ContainerRecord {
-            id: id.clone(),
-            pod_id: pod.id.clone(),
-            image_id: image.id.clone(),
-            image_ref: image
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or(image.id.clone()),
-            chain_ids: image.chain_ids.clone(),
-            log_path: resolve_log_path(&pod, &config)?,
-            config,
-            created_at: crate::id::now_ns(),
-            started_at: 0,
-            phase: ContainerPhase::Creating,
-            exit: None,
-        };
+        let record = new_record(&pod, config, &image)?;
+        let id = record.id.clone();
         // Every failure from here on drops `name`, which frees it for a retry.
         let name = self
             .containers
@@ -191,6 +175,31 @@ impl ContainerManager {
         }
         first
     }
+}
+
+/// The record of a container about to be created, in phase `Creating`.
+fn new_record(
+    pod: &PodRecord,
+    config: cri::ContainerConfig,
+    image: &Image,
+) -> Result<ContainerRecord> {
+    Ok(ContainerRecord {
+        id: crate::id::new_id(),
+        pod_id: pod.id.clone(),
+        image_id: image.id.clone(),
+        image_ref: image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or(image.id.clone()),
+        chain_ids: image.chain_ids.clone(),
+        log_path: resolve_log_path(pod, &config)?,
+        config,
+        created_at: crate::id::now_ns(),
+        started_at: 0,
+        phase: ContainerPhase::Creating,
+        exit: None,
+    })
 }
 
 /// Mounts the rootfs, resolves the user in it and writes `config.json`: the blocking
