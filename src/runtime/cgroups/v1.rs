@@ -47,19 +47,23 @@ impl V1Manager {
     }
 
     /// One directory per mounted hierarchy; co-mounted controllers (`cpu` and `cpuacct`
-    /// both linking to `cpu,cpuacct`) appear once.
+    /// both linking to `cpu,cpuacct`) appear once. Told apart by device and inode: one
+    /// stat per controller, where resolving each path would cost a readlink per component
+    /// (every exec runs this).
     fn dirs(&self) -> Vec<PathBuf> {
-        let mut seen: Vec<PathBuf> = Vec::new();
+        use std::os::unix::fs::MetadataExt;
+        let mut seen: Vec<(u64, u64)> = Vec::new();
         let mut dirs = Vec::new();
         for controller in CONTROLLERS {
             let hierarchy = self.root.join(controller);
-            let Ok(canonical) = hierarchy.canonicalize() else {
+            let Ok(meta) = std::fs::metadata(&hierarchy) else {
                 continue;
             };
-            if !canonical.is_dir() || seen.contains(&canonical) {
+            let key = (meta.dev(), meta.ino());
+            if !meta.is_dir() || seen.contains(&key) {
                 continue;
             }
-            seen.push(canonical);
+            seen.push(key);
             dirs.push(hierarchy.join(&self.rel));
         }
         dirs
