@@ -107,6 +107,32 @@ pub(super) fn of_process(pid: Pid) -> Result<Vec<Join>, RuntimeError> {
     Ok(joins)
 }
 
+/// While alive, the calling thread's next children are born in the pid namespace of
+/// `joins`; dropped, it points them back where they were.
+pub(super) struct PidNsForChildren {
+    previous: File,
+}
+
+impl PidNsForChildren {
+    pub(super) fn enter(joins: &[Join]) -> Result<PidNsForChildren, RuntimeError> {
+        let path = Path::new("/proc/thread-self/ns/pid_for_children");
+        let previous = File::open(path).map_err(|e| io_err("open namespace", path, e))?;
+        if let Some(j) = joins.iter().find(|j| j.kind == CloneFlags::CLONE_NEWPID) {
+            setns(&j.file, CloneFlags::CLONE_NEWPID).map_err(sys_err("setns pid"))?;
+        }
+        Ok(PidNsForChildren { previous })
+    }
+}
+
+impl Drop for PidNsForChildren {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.previous, CloneFlags::CLONE_NEWPID) {
+            // Later children of this thread would land in a container's pid namespace.
+            tracing::error!(error = %e, "restoring the pid namespace for children failed");
+        }
+    }
+}
+
 /// In the intermediate process: join the given namespaces, then create the new ones
 /// (except cgroup, see [`NamespacePlan::new_cgroup`]). A new pid namespace applies to the
 /// children forked afterwards.

@@ -1,7 +1,8 @@
-//! The process stages of `create` and `exec`: the caller forks an intermediate process,
-//! which enters the namespaces and forks the real process so it lands in the (new or
-//! joined) pid namespace; the caller, a child subreaper, inherits it when the
-//! intermediate exits. The message sequence is drawn in `sync.rs`.
+//! The process stages of `create` and `exec`. For `create` the caller forks an
+//! intermediate process, which enters the namespaces and forks init so it lands in the
+//! new pid namespace; the caller, a child subreaper, inherits it when the intermediate
+//! exits. For `exec` the caller forks the process directly into the container's pid
+//! namespace. The message sequence is drawn in `sync.rs`.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -172,60 +173,57 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
     let joins = namespaces::of_process(opts.container_pid)?;
     let cgroup = bundle.cgroup(opts.cgroup_root)?;
     let (mut sync, child_sync) = sync::channel()?;
-    let intermediate = match fork_child()? {
+    // One fork, born in the container's pid namespace, instead of an intermediate that
+    // joins it and forks again: the guard points this thread's next child there and
+    // points it back once dropped (also in the child, where it no longer matters).
+    let forked = {
+        let _into = namespaces::PidNsForChildren::enter(&joins)?;
+        fork_child()?
+    };
+    let child = match forked {
         ForkResult::Child => {
             drop(sync);
-            exec_intermediate(&joins, cgroup.as_deref(), &process, child_sync, opts.stdio)
+            exec_child(&joins, cgroup.as_deref(), &process, child_sync, opts.stdio)
         }
         ForkResult::Parent { child } => child,
     };
     drop(child_sync);
     drop(opts.stdio);
-    let result = sync.expect_pid("exec");
-    if result.is_err() {
-        let _ = kill(intermediate, Signal::SIGKILL);
-    }
-    reap(intermediate);
-    result.map(Pid::from_raw)
+    // The child's end closes once it is set up (it keeps only stdio into the command).
+    let failure = match sync.recv() {
+        Ok(None) => return Ok(child),
+        Ok(Some(Message::Error(text))) => RuntimeError::Init(text),
+        Ok(Some(other)) => RuntimeError::Init(format!("exec: unexpected {other:?}")),
+        Err(e) => e,
+    };
+    let _ = kill(child, Signal::SIGKILL);
+    reap(child);
+    Err(failure)
 }
 
-fn exec_intermediate(
+/// The exec'd process before it runs the command: it moves itself into the container's
+/// cgroup (cheaper than being moved: see `CgroupManager::enter_current`) while the
+/// cgroupfs paths are still the host's, then joins the container's namespaces.
+fn exec_child(
     joins: &[Join],
     cgroup: Option<&dyn CgroupManager>,
     process: &Process,
     mut sync: Channel,
     stdio: Stdio,
 ) -> ! {
-    if let Err(e) = signals::reset() {
+    let setup = || -> Result<(), RuntimeError> {
+        signals::reset()?;
+        if let Some(cg) = cgroup {
+            cg.enter_current()?;
+        }
+        namespaces::enter(joins, CloneFlags::empty())
+    };
+    if let Err(e) = setup() {
         let _ = sync.send(&Message::Error(e.to_string()));
         exit_now(1);
     }
-    // The intermediate moves itself into the container's cgroup (cheaper than being
-    // moved: see `CgroupManager::enter_current`), while the cgroupfs paths are still
-    // those of the host's mount namespace; the command's process is forked after that,
-    // so it starts in the container's cgroup.
-    if let Some(Err(e)) = cgroup.map(|cg| cg.enter_current()) {
-        let _ = sync.send(&Message::Error(e.to_string()));
-        exit_now(1);
-    }
-    if let Err(e) = namespaces::enter(joins, CloneFlags::empty()) {
-        let _ = sync.send(&Message::Error(e.to_string()));
-        exit_now(1);
-    }
-    match fork_child() {
-        Ok(ForkResult::Child) => {
-            drop(sync);
-            exec_process(process, stdio)
-        }
-        Ok(ForkResult::Parent { child }) => {
-            let sent = sync.send(&Message::Pid(child.as_raw()));
-            exit_now(if sent.is_ok() { 0 } else { 1 })
-        }
-        Err(e) => {
-            let _ = sync.send(&Message::Error(e.to_string()));
-            exit_now(1)
-        }
-    }
+    drop(sync);
+    exec_process(process, stdio)
 }
 
 /// The exec'd process inside the container. Its failures go to its own stderr with exit

@@ -20,10 +20,11 @@
 //!  Created::start(): close ------ start pipe ------------->  execve
 //! ```
 //!
-//! For `exec` the intermediate moves itself into the container's cgroup, joins the
-//! container's namespaces, forks the process (so it lands in the pid namespace) and
-//! reports its Pid; the caller only waits for that. Any stage may answer with Error
-//! instead; EOF means the peer died without saying why.
+//! `exec` has no intermediate: the caller forks the process straight into the
+//! container's pid namespace (`namespaces::PidNsForChildren`); the process moves itself
+//! into the cgroup, joins the other namespaces and closes its end (EOF: set up) before
+//! it runs the command, or answers Error. For `create`, EOF means the peer died without
+//! saying why.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -315,6 +315,19 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
     // Only stdio crosses into the container (3 is ls's own directory fd).
     let (code, out) = run(&["ls", "/proc/self/fd"]);
     assert_eq!((code, out.as_str()), (0, "0\n1\n2\n3\n"));
+    // Born in the container's pid namespace, and the caller's next children are not.
+    let (code, out) = run(&["ls", "-l", "/proc/self/ns/pid"]);
+    let init_ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(init_ns.to_str().unwrap()),
+        "{out} vs {init_ns:?}"
+    );
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/pid_for_children").unwrap(),
+        std::fs::read_link("/proc/self/ns/pid").unwrap(),
+        "pid namespace for children restored"
+    );
     let (code, out) = run(&["nonexistent-tool"]);
     assert_eq!(code, 127, "output: {out}");
     assert!(out.contains("not found in $PATH"), "output: {out}");
