@@ -15,7 +15,7 @@ use super::log::{LineEncoder, Stream, now_timestamp};
 use super::proto::{self, state::Status};
 use super::sys::{self, ReadOutcome};
 use super::{ExitRecord, MonitorError, now_ns};
-use crate::runtime::{self, CreateOptions, Created};
+use crate::runtime::{self, CreateOptions, Created, ExecTarget};
 
 /// Reads per wakeup of one pipe, so a chatty container cannot starve the others.
 const READS_PER_WAKEUP: usize = 8;
@@ -44,6 +44,8 @@ pub struct Container {
     started_at: i64,
     exit: Option<ExitRecord>,
     log: ContainerLog,
+    /// What execs into it need, read on the first exec; dropped when it exits.
+    exec_target: Option<ExecTarget>,
 }
 
 /// The fds the event loop should watch for a container's output.
@@ -123,6 +125,7 @@ impl Containers {
             created_at: now_ns(),
             started_at: 0,
             exit: None,
+            exec_target: None,
             log: ContainerLog {
                 file,
                 outputs: [
@@ -196,15 +199,28 @@ impl Containers {
         Ok(())
     }
 
-    /// The init pid and bundle of a running container, for exec.
-    pub fn running(&self, id: &str) -> Result<(Pid, &Path), MonitorError> {
-        let c = self.find(id).ok_or_else(|| not_found(id))?;
+    /// What an exec into the running container `id` needs, prepared on the first one.
+    pub fn exec_target(
+        &mut self,
+        id: &str,
+        cgroup_root: &Path,
+    ) -> Result<&ExecTarget, MonitorError> {
+        let c = self
+            .list
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| not_found(id))?;
         if c.status != Status::Running {
             return Err(MonitorError::FailedPrecondition(format!(
                 "container {id:?} is not running"
             )));
         }
-        Ok((c.pid, &c.bundle))
+        if c.exec_target.is_none() {
+            c.exec_target = Some(ExecTarget::prepare(&c.bundle, c.pid, cgroup_root)?);
+        }
+        c.exec_target
+            .as_ref()
+            .ok_or_else(|| MonitorError::FailedPrecondition("no exec target".into()))
     }
 
     /// Records the exit of a container's init; `false` if `pid` is no container's.
@@ -217,6 +233,7 @@ impl Containers {
             return false;
         };
         c.created = None;
+        c.exec_target = None;
         c.status = Status::Exited;
         // Everything init wrote is in the pipes now; log it before reporting the exit.
         c.drain_output();

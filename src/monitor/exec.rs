@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -14,7 +13,7 @@ use super::MonitorError;
 use super::log::Stream;
 use super::proto;
 use super::sys::{self, ReadOutcome};
-use crate::runtime::{self, ExecOptions};
+use crate::runtime::{self, ExecOptions, ExecTarget};
 
 /// Cap on each of stdout and stderr; the rest is read and dropped so the process never
 /// blocks on a full pipe.
@@ -37,11 +36,9 @@ struct Exec {
 
 /// What an exec needs from the container and the request.
 pub struct ExecRequest<'a> {
-    pub bundle: &'a Path,
-    pub container_pid: Pid,
+    pub target: &'a ExecTarget,
     pub args: &'a [String],
     pub timeout: Option<Duration>,
-    pub cgroup_root: &'a Path,
     pub conn: u64,
 }
 
@@ -76,15 +73,13 @@ impl Execs {
         }
         let (out, err) = (sys::pipe()?, sys::pipe()?);
         let pid = runtime::exec(ExecOptions {
-            bundle: req.bundle,
-            container_pid: req.container_pid,
+            target: req.target,
             args: req.args,
             stdio: runtime::Stdio {
                 stdin: None,
                 stdout: out.write,
                 stderr: err.write,
             },
-            cgroup_root: req.cgroup_root,
         })?;
         let capture = |pipe| Capture {
             pipe: Some(pipe),

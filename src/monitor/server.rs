@@ -365,17 +365,15 @@ impl Monitor {
     }
 
     fn exec_sync(&mut self, conn: u64, req: proto::ExecSync) -> Result<(), MonitorError> {
-        let (container_pid, bundle) = self.containers.running(&req.id)?;
+        let target = self.containers.exec_target(&req.id, &self.cgroup_root)?;
         let timeout = u64::try_from(req.timeout_ms)
             .ok()
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
         self.execs.start(ExecRequest {
-            bundle,
-            container_pid,
+            target,
             args: &req.args,
             timeout,
-            cgroup_root: &self.cgroup_root,
             conn,
         })
     }

@@ -103,14 +103,13 @@ impl Created {
 
 /// A process to run inside an existing container (ExecSync today; exec with tty later).
 pub struct ExecOptions<'a> {
-    /// The container's bundle: its config.json gives env, cwd, user and cgroup path.
-    pub bundle: &'a Path,
-    /// Pid of the container's init (its namespaces are joined through /proc/<pid>/ns).
-    pub container_pid: Pid,
+    /// The running container, prepared once by [`ExecTarget::prepare`].
+    pub target: &'a ExecTarget,
     pub args: &'a [String],
     pub stdio: Stdio,
-    pub cgroup_root: &'a Path,
 }
+
+pub use process::ExecTarget;
 
 mod bundle;
 mod capabilities;

@@ -4,6 +4,7 @@
 //! exits. For `exec` the caller forks the process directly into the container's pid
 //! namespace. The message sequence is drawn in `sync.rs`.
 
+use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -16,7 +17,7 @@ use oci_spec::runtime::Process;
 
 use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
-use super::cgroups::CgroupManager;
+use super::cgroups::{self, CgroupManager};
 use super::child::{exit_now, fork_child};
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
@@ -166,24 +167,52 @@ pub(super) fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeEr
     Ok(())
 }
 
+/// What every exec into one running container needs, read once: the spec's process
+/// (env, cwd, user), init's namespaces, and the cgroup files the exec'd process writes
+/// itself into. Held by the monitor while the container runs; dropping it releases the
+/// namespace and cgroup file descriptors.
+pub struct ExecTarget {
+    process: Process,
+    joins: Vec<Join>,
+    cgroup: Vec<File>,
+}
+
+impl ExecTarget {
+    /// `bundle`'s config.json, and the namespaces of `container_pid` (its init).
+    pub fn prepare(
+        bundle: &Path,
+        container_pid: Pid,
+        cgroup_root: &Path,
+    ) -> Result<ExecTarget, RuntimeError> {
+        let bundle = Bundle::load(bundle)?;
+        let cgroup = match bundle.cgroup(cgroup_root)? {
+            Some(cg) => cg.open_self_join()?,
+            None => Vec::new(),
+        };
+        Ok(ExecTarget {
+            process: bundle.process().clone(),
+            joins: namespaces::of_process(container_pid)?,
+            cgroup,
+        })
+    }
+}
+
 pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
-    let bundle = Bundle::load(opts.bundle)?;
-    let mut process = bundle.process().clone();
+    let target = opts.target;
+    let mut process = target.process.clone();
     process.set_args(Some(opts.args.to_vec()));
-    let joins = namespaces::of_process(opts.container_pid)?;
-    let cgroup = bundle.cgroup(opts.cgroup_root)?;
     let (mut sync, child_sync) = sync::channel()?;
     // One fork, born in the container's pid namespace, instead of an intermediate that
     // joins it and forks again: the guard points this thread's next child there and
     // points it back once dropped (also in the child, where it no longer matters).
     let forked = {
-        let _into = namespaces::PidNsForChildren::enter(&joins)?;
+        let _into = namespaces::PidNsForChildren::enter(&target.joins)?;
         fork_child()?
     };
     let child = match forked {
         ForkResult::Child => {
             drop(sync);
-            exec_child(&joins, cgroup.as_deref(), &process, child_sync, opts.stdio)
+            exec_child(target, &process, child_sync, opts.stdio)
         }
         ForkResult::Parent { child } => child,
     };
@@ -202,21 +231,13 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
 }
 
 /// The exec'd process before it runs the command: it moves itself into the container's
-/// cgroup (cheaper than being moved: see `CgroupManager::enter_current`) while the
-/// cgroupfs paths are still the host's, then joins the container's namespaces.
-fn exec_child(
-    joins: &[Join],
-    cgroup: Option<&dyn CgroupManager>,
-    process: &Process,
-    mut sync: Channel,
-    stdio: Stdio,
-) -> ! {
+/// cgroup (cheaper than being moved: see `CgroupManager::open_self_join`), then joins
+/// the container's namespaces.
+fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: Stdio) -> ! {
     let setup = || -> Result<(), RuntimeError> {
         signals::reset()?;
-        if let Some(cg) = cgroup {
-            cg.enter_current()?;
-        }
-        namespaces::enter(joins, CloneFlags::empty())
+        cgroups::join_self(&target.cgroup)?;
+        namespaces::enter(&target.joins, CloneFlags::empty())
     };
     if let Err(e) = setup() {
         let _ = sync.send(&Message::Error(e.to_string()));

@@ -264,15 +264,14 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
     let init = created.pid;
     created.start().unwrap();
 
+    let target = ExecTarget::prepare(&bundle, init, root).unwrap();
     let run = |args: &[&str]| {
         let (reader, stdio) = piped_stdio();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let opts = ExecOptions {
-            bundle: &bundle,
-            container_pid: init,
+            target: &target,
             args: &args,
             stdio,
-            cgroup_root: root,
         };
         let pid = exec(opts).unwrap_or_else(|e| panic!("exec: {e}"));
         let out = read_all(reader);
@@ -355,14 +354,17 @@ fn v2_kills_and_removes(parent: &str) {
     // A process that moves itself in (as exec's intermediate does).
     let moved = match super::child::fork_child().unwrap() {
         ForkResult::Child => {
-            let ok = cg.enter_current().is_ok()
+            let ok = cg
+                .open_self_join()
+                .and_then(|files| cgroups::join_self(&files))
+                .is_ok()
                 && std::fs::read_to_string("/proc/self/cgroup")
                     .is_ok_and(|c| c.contains(&format!("0::/{path}\n")));
             super::child::exit_now(if ok { 0 } else { 1 })
         }
         ForkResult::Parent { child } => child,
     };
-    assert_eq!(wait_exit(moved), 0, "enter_current on v2");
+    assert_eq!(wait_exit(moved), 0, "join_self on v2");
     cg.destroy().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));

@@ -19,6 +19,7 @@ fn fake(list: &mut Containers, dir: &Path, pid: i32) -> (OwnedFd, OwnedFd) {
         created_at: 1,
         started_at: 2,
         exit: None,
+        exec_target: None,
         log: ContainerLog {
             file: open_log(dir.join("logs/c1.log").to_str().unwrap()).unwrap(),
             outputs: [
@@ -106,7 +107,7 @@ fn exit_drains_output_then_records_the_status() {
     // Signals to an exited container are no-ops; exec is refused.
     cs.kill("c1", 9).unwrap();
     assert!(matches!(
-        cs.running("c1"),
+        cs.exec_target("c1", t.path()),
         Err(MonitorError::FailedPrecondition(_))
     ));
     // A second exit of a reused pid does not overwrite the record.

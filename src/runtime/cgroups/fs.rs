@@ -52,9 +52,13 @@ pub(super) fn add_proc(dir: &Path, pid: Pid) -> Result<(), CgroupError> {
     write(&dir.join("cgroup.procs"), &pid.to_string())
 }
 
-/// Moves the calling thread ("0") through `file`: `tasks` (v1) or `cgroup.procs` (v2).
-pub(super) fn add_self(dir: &Path, file: &str) -> Result<(), CgroupError> {
-    write(&dir.join(file), "0")
+/// `dir/file` open for writing: `tasks` (v1) or `cgroup.procs` (v2), for `join_self`.
+pub(super) fn open_for_join(dir: &Path, file: &str) -> Result<std::fs::File, CgroupError> {
+    let path = dir.join(file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err("opening", &path, e))
 }
 
 /// SIGKILLs every process in `dir` and its descendants, waits for them to leave, then

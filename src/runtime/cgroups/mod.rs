@@ -47,17 +47,32 @@ pub trait CgroupManager: Send + Sync {
     fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
     /// Moves a process into the cgroup.
     fn add_process(&self, pid: Pid) -> Result<(), CgroupError>;
-    /// Moves the calling process, which must be single-threaded, into the cgroup. On v1
-    /// it writes "0" to each hierarchy's `tasks`: the kernel migrates the calling thread
-    /// alone without its global threadgroup lock, whose write side waits for an RCU
-    /// grace period (a few ms, tens under load) every time a process is moved by pid.
-    fn enter_current(&self) -> Result<(), CgroupError>;
+    /// Opens the files through which a single-threaded process moves itself into the
+    /// cgroup ([`join_self`]): each v1 hierarchy's `tasks`, or v2's `cgroup.procs`. On v1
+    /// the kernel migrates a thread that writes "0" to `tasks` without its global
+    /// threadgroup lock, whose write side waits for an RCU grace period (a few ms, tens
+    /// under load) every time a process is moved by pid.
+    fn open_self_join(&self) -> Result<Vec<std::fs::File>, CgroupError>;
     /// Processes currently in the cgroup (not recursive).
     // Read by tests today and by container stats later (pids per container).
     #[allow(dead_code)]
     fn processes(&self) -> Result<Vec<Pid>, CgroupError>;
     /// SIGKILLs whatever is left, then removes the cgroup directories. Idempotent.
     fn destroy(&self) -> Result<(), CgroupError>;
+}
+
+/// Moves the calling (single-threaded) process into the cgroup whose files
+/// [`CgroupManager::open_self_join`] opened.
+pub fn join_self(files: &[std::fs::File]) -> Result<(), CgroupError> {
+    use std::os::unix::fs::FileExt;
+    for f in files {
+        f.write_at(b"0", 0).map_err(|e| CgroupError::Io {
+            op: "joining",
+            path: std::path::PathBuf::from("the cgroup"),
+            source: e,
+        })?;
+    }
+    Ok(())
 }
 
 /// Detects which hierarchy `root` holds: a cgroup2 mount at `root` means v2, anything else

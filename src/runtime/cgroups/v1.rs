@@ -204,11 +204,11 @@ impl CgroupManager for V1Manager {
         Ok(())
     }
 
-    fn enter_current(&self) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            fs::add_self(&dir, "tasks")?;
-        }
-        Ok(())
+    fn open_self_join(&self) -> Result<Vec<std::fs::File>, CgroupError> {
+        self.dirs()
+            .iter()
+            .map(|dir| fs::open_for_join(dir, "tasks"))
+            .collect()
     }
 
     fn processes(&self) -> Result<Vec<Pid>, CgroupError> {

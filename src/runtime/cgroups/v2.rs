@@ -154,9 +154,9 @@ impl CgroupManager for V2Manager {
         fs::add_proc(&self.dir(), pid)
     }
 
-    fn enter_current(&self) -> Result<(), CgroupError> {
+    fn open_self_join(&self) -> Result<Vec<std::fs::File>, CgroupError> {
         // v2 has no per-thread escape for domain cgroups; CLONE_INTO_CGROUP would be one.
-        fs::add_self(&self.dir(), "cgroup.procs")
+        Ok(vec![fs::open_for_join(&self.dir(), "cgroup.procs")?])
     }
 
     fn processes(&self) -> Result<Vec<Pid>, CgroupError> {
