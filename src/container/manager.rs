@@ -76,11 +76,6 @@ impl ContainerManager {
         self.pods.monitor(&rec.pod_id)
     }
 
-    /// The container, or `None` when it does not exist (Stop/Remove are idempotent).
-    fn find(&self, wanted: &str) -> Result<Option<Arc<ContainerEntry>>> {
-        self.containers.find(wanted)
-    }
-
     pub async fn start(&self, wanted: &str) -> Result<()> {
         let entry = self.containers.entry(wanted)?;
         let _op = entry.exclusive().await;
@@ -105,14 +100,10 @@ impl ContainerManager {
 
     /// Removes a container, killing it first if it runs. Unknown ids are not an error.
     pub async fn remove(&self, wanted: &str) -> Result<()> {
-        let Some(entry) = self.find(wanted)? else {
+        let Some(held) = self.containers.hold(wanted).await? else {
             return Ok(());
         };
-        let _op = entry.exclusive().await;
-        let rec = entry.get()?;
-        if !self.containers.is_current(&entry, &rec.id)? {
-            return Ok(());
-        }
+        let rec = held.record;
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
@@ -124,18 +115,14 @@ impl ContainerManager {
     /// RemovePodSandbox: the pod's containers, then the pod, under the pod's lock so no
     /// container is created in it meanwhile. An unknown pod is not an error.
     pub async fn remove_pod(&self, wanted: &str) -> Result<()> {
-        let Some(pod) = self.pods.find(wanted)? else {
+        let Some(pod) = self.pods.hold(wanted).await? else {
             return Ok(());
         };
-        let op = pod.exclusive().await;
-        let pod_id = pod.get()?.id;
-        if !self.pods.is_current(&pod, &pod_id)? {
-            return Ok(());
-        }
+        let pod_id = pod.record.id.clone();
         for rec in self.containers.select(|r| r.pod_id == pod_id)? {
             self.remove(&rec.id).await?;
         }
-        self.pods.remove_held(&pod, &op).await
+        self.pods.remove_held(&pod).await
     }
 
     fn records_where(

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
-use tokio::sync::RwLockWriteGuard;
 use tracing::{info, warn};
 
 use super::files;
@@ -25,7 +24,7 @@ use crate::fault;
 use crate::id;
 use crate::monitor::{self, MonitorClient};
 use crate::runtime::cgroups;
-use crate::store::registry::{Entry, Registry};
+use crate::store::registry::{Entry, Exclusive, Held, Registry};
 use crate::task::blocking;
 
 const RECORD_FILE: &str = "pod.json";
@@ -84,9 +83,10 @@ impl PodManager {
         self.pods.entry(wanted)
     }
 
-    /// The pod, or `None` if it does not exist (Stop/Remove are idempotent).
-    pub fn find(&self, wanted: &str) -> Result<Option<Arc<PodEntry>>> {
-        self.pods.find(wanted)
+    /// The pod held for an exclusive operation; `None` if it does not exist (Stop and
+    /// Remove are idempotent).
+    pub async fn hold(&self, wanted: &str) -> Result<Option<Held<PodRecord>>> {
+        self.pods.hold(wanted).await
     }
 
     pub fn get(&self, wanted: &str) -> Result<PodRecord> {
@@ -201,11 +201,7 @@ impl PodManager {
     /// the teardown itself fails, the pod is kept and listed as NotReady instead of being
     /// forgotten, so what leaked is still known and kubelet's Stop/RemovePodSandbox
     /// retries the teardown.
-    async fn undo_creation(
-        &self,
-        entry: &PodEntry,
-        _op: &RwLockWriteGuard<'_, ()>,
-    ) -> Result<bool> {
+    async fn undo_creation(&self, entry: &PodEntry, _op: &Exclusive) -> Result<bool> {
         let rec = entry.get()?;
         let Some(e) = self.teardown(&rec).await else {
             self.forget(&rec).await?;
@@ -277,34 +273,25 @@ impl PodManager {
     /// are released; the record stays, NotReady. A pod that does not exist is not an
     /// error (CRI StopPodSandbox is idempotent).
     pub async fn stop(&self, wanted: &str) -> Result<()> {
-        let Some(entry) = self.find(wanted)? else {
+        let Some(held) = self.pods.hold(wanted).await? else {
             return Ok(());
         };
-        let _op = entry.exclusive().await;
-        let rec = entry.get()?;
-        if !self.pods.is_current(&entry, &rec.id)? {
-            return Ok(()); // removed while this call waited
-        }
+        let rec = held.record;
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
         if rec.phase != PodPhase::NotReady {
             self.pods
-                .save(&entry, |r| r.phase = PodPhase::NotReady)
+                .save(&held.entry, |r| r.phase = PodPhase::NotReady)
                 .await?;
         }
         info!(pod = %rec.id, "pod sandbox stopped");
         Ok(())
     }
 
-    /// Removes a pod whose containers the caller has removed while holding `_op`, the
-    /// pod's exclusive lock.
-    pub async fn remove_held(
-        &self,
-        entry: &PodEntry,
-        _op: &RwLockWriteGuard<'_, ()>,
-    ) -> Result<()> {
-        let rec = entry.get()?;
+    /// Removes a pod whose containers the caller has removed while holding it.
+    pub async fn remove_held(&self, held: &Held<PodRecord>) -> Result<()> {
+        let rec = held.entry.get()?;
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }

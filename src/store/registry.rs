@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Mutex as AsyncMutex, RwLock as AsyncRwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{
+    Mutex as AsyncMutex, OwnedRwLockWriteGuard, RwLock as AsyncRwLock, RwLockReadGuard,
+};
 
 use super::RecordDir;
 use crate::error::{Error, Result, poisoned};
@@ -33,7 +35,7 @@ pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
 
 pub struct Entry<R> {
     record: Mutex<R>,
-    op: AsyncRwLock<()>,
+    op: Arc<AsyncRwLock<()>>,
     /// Held across a record write so two saves cannot land on disk out of order.
     write: AsyncMutex<()>,
 }
@@ -42,7 +44,7 @@ impl<R: Record> Entry<R> {
     fn new(record: R) -> Arc<Self> {
         Arc::new(Entry {
             record: Mutex::new(record),
-            op: AsyncRwLock::new(()),
+            op: Arc::new(AsyncRwLock::new(())),
             write: AsyncMutex::new(()),
         })
     }
@@ -52,8 +54,8 @@ impl<R: Record> Entry<R> {
         Ok(self.record.lock().map_err(poisoned)?.clone())
     }
 
-    pub async fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.op.write().await
+    pub async fn exclusive(&self) -> Exclusive {
+        self.op.clone().write_owned().await
     }
 
     pub async fn shared(&self) -> RwLockReadGuard<'_, ()> {
@@ -63,6 +65,17 @@ impl<R: Record> Entry<R> {
 
 /// Entries loaded from disk, and object directories without a record.
 pub type Loaded<R> = (Vec<Arc<Entry<R>>>, Vec<PathBuf>);
+
+/// An exclusive hold of one object's operation lock.
+pub type Exclusive = OwnedRwLockWriteGuard<()>;
+
+/// A live object held for an exclusive operation, and its record as it was once held.
+pub struct Held<R> {
+    pub entry: Arc<Entry<R>>,
+    pub record: R,
+    /// Held for its drop: the lock is released with the hold.
+    _op: Exclusive,
+}
 
 pub struct Registry<R> {
     what: &'static str,
@@ -130,6 +143,25 @@ impl<R: Record> Registry<R> {
 
     pub fn get(&self, wanted: &str) -> Result<R> {
         self.entry(wanted)?.get()
+    }
+
+    /// For the calls CRI makes idempotent (stop, remove): the object held for an
+    /// exclusive operation, or `None` when it does not exist or was removed while this
+    /// call waited for its lock (saving it then would resurrect its record).
+    pub async fn hold(&self, wanted: &str) -> Result<Option<Held<R>>> {
+        let Some(entry) = self.find(wanted)? else {
+            return Ok(None);
+        };
+        let op = entry.exclusive().await;
+        let record = entry.get()?;
+        if !self.is_current(&entry, record.id())? {
+            return Ok(None);
+        }
+        Ok(Some(Held {
+            entry,
+            record,
+            _op: op,
+        }))
     }
 
     /// Whether `entry` is still the live object `id` (not removed while a caller waited
@@ -290,5 +322,26 @@ mod tests {
         assert!(!t.path().join("abc1").exists());
         assert!(!again.is_current(&loaded[0], "abc1").unwrap());
         again.reserve_name("web".into(), "y").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hold_waits_for_the_holder_and_sees_a_removal_as_absence() {
+        let t = tempfile::tempdir().unwrap();
+        let reg = Arc::new(Registry::<Obj>::new("thing", t.path().into(), "obj.json"));
+        assert!(reg.hold("abc1").await.unwrap().is_none(), "absent");
+        reg.insert(obj("abc1", "web")).await.unwrap();
+        let first = reg.hold("abc1").await.unwrap().expect("present");
+        let waiter = tokio::spawn({
+            let reg = reg.clone();
+            async move { reg.hold("abc1").await.map(|h| h.is_some()) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the second hold waits for the first");
+        reg.forget(&first.record).await.unwrap();
+        drop(first);
+        assert!(
+            !waiter.await.unwrap().unwrap(),
+            "removed while waiting: absent"
+        );
     }
 }

@@ -16,14 +16,10 @@ impl ContainerManager {
     /// does not exist or has already exited is not an error (CRI StopContainer is
     /// idempotent) and returns at once.
     pub async fn stop(&self, wanted: &str, timeout_secs: i64) -> Result<()> {
-        let Some(entry) = self.find(wanted)? else {
+        let Some(held) = self.containers.hold(wanted).await? else {
             return Ok(());
         };
-        let _op = entry.exclusive().await;
-        let rec = entry.get()?;
-        if !self.containers.is_current(&entry, &rec.id)? {
-            return Ok(()); // removed while this call waited
-        }
+        let rec = held.record;
         let o = self.observe(&rec).await?;
         if o.is_exited() {
             return Ok(());
