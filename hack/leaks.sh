@@ -6,7 +6,7 @@
 # (test-e2e/harness.rs) uses run roots /run/ce2e-<pid>-<n>, tempdirs /tmp/crius-e2e-*,
 # cgroup parents crius-e2e-*, the bridge criuse2e0; the monitor unit tests
 # (src/monitor/tests.rs, container_tests.rs) use tempfile dirs $TMPDIR/.tmp* and cgroup
-# parents crius-monitor-test-*. A node daemon started by hack/run.sh runs the same binary
+# parents crius-monitor-test-*; the runtime unit tests use crius-test-<pid>. A node daemon started by hack/run.sh runs the same binary
 # (target/release/crius) but with its own run root, state and cgroup parent, so neither it
 # nor its pods' monitors and containers are ever reported.
 set -euo pipefail
@@ -31,7 +31,7 @@ test_process() {
   # A container process (any binary) of an e2e daemon: by its root or its cgroups.
   root=$(readlink "$p/root" 2>/dev/null) || root=
   [[ $root == /run/ce2e-* || $root == "$TMP"/crius-e2e-* ]] && { echo "root $root: $cmd"; return 0; }
-  grep -qE ':/(crius-e2e-|crius-monitor-test-)' "$p/cgroup" 2>/dev/null &&
+  grep -qE ':/(crius-e2e-|crius-monitor-test-|crius-test-)' "$p/cgroup" 2>/dev/null &&
     { echo "in a test cgroup: $cmd"; return 0; }
   return 1
 }
@@ -46,7 +46,8 @@ report() {  # report WHAT LINES: print a non-empty finding
 
 report mounts "$(awk '$5 ~ /^\/(tmp\/crius-e2e-|run\/ce2e-)/ {print $5}' /proc/self/mountinfo)"
 report cgroups "$(ls -d /sys/fs/cgroup/crius-e2e-* /sys/fs/cgroup/*/crius-e2e-* \
-  /sys/fs/cgroup/crius-monitor-test-* /sys/fs/cgroup/*/crius-monitor-test-* 2>/dev/null || true)"
+  /sys/fs/cgroup/crius-monitor-test-* /sys/fs/cgroup/*/crius-monitor-test-* \
+  /sys/fs/cgroup/crius-test-* /sys/fs/cgroup/*/crius-test-* 2>/dev/null || true)"
 report "interfaces on criuse2e0" "$(ls /sys/class/net/criuse2e0/brif 2>/dev/null || true)"
 report directories "$(ls -d /run/ce2e-* /tmp/crius-e2e-* 2>/dev/null || true)"
 procs=$(for p in /proc/[0-9]*; do
