@@ -95,7 +95,14 @@ const TABLE: &[(Rpc, Case, Want)] = &[
         Absent,
         Want::Code(Code::Unimplemented),
     ),
-    (ReopenContainerLog, Absent, Want::Code(Code::Unimplemented)),
+    (ReopenContainerLog, Absent, NOT_FOUND),
+    // Stopped: an error, and no new log file (api.proto).
+    (
+        ReopenContainerLog,
+        Already,
+        Want::Code(Code::FailedPrecondition),
+    ),
+    (ReopenContainerLog, Twice, Pair(Code::Ok, Code::Ok)),
     (ContainerStats, Absent, Want::Code(Code::Unimplemented)),
     (PullImage, Already, OK),
     (PullImage, Twice, Pair(Code::Ok, Code::Ok)),
@@ -200,7 +207,7 @@ async fn prepare(w: &mut World, rpc: Rpc, case: Case) -> Req {
         }
         (_, Absent) => Req::Ctr(ABSENT.into()),
         (StartContainer, Already) => Req::Ctr(w.container(&["sleep", "60"], true).await),
-        (StopContainer | ExecSync, Already) => Req::Ctr(w.exited().await),
+        (StopContainer | ExecSync | ReopenContainerLog, Already) => Req::Ctr(w.exited().await),
         (StartContainer, _) => Req::Ctr(w.container(&["sleep", "60"], false).await),
         (_, _) => Req::Ctr(w.container(&["sleep", "60"], true).await),
     }

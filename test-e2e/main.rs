@@ -15,6 +15,7 @@ mod harness;
 mod idempotence;
 mod images;
 mod leaks;
+mod logs;
 mod pods;
 mod restart;
 mod rollback;

@@ -194,6 +194,19 @@ impl ContainerManager {
         })
     }
 
+    /// ReopenContainerLog: the monitor opens the log path again after kubelet renamed
+    /// the file. A container that is not running gets an error and no new file.
+    pub async fn reopen_log(&self, wanted: &str) -> Result<()> {
+        let rec = self.containers.get(wanted)?;
+        match self.monitor(&rec).reopen_log(&rec.id).await {
+            Err(e) if e.is_unavailable() => Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            ))),
+            r => Ok(r?),
+        }
+    }
+
     /// Chain ids of layers used by containers: image removal must keep these snapshots.
     pub fn chain_ids_in_use(&self) -> Result<HashSet<String>> {
         Ok(self

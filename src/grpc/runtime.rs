@@ -192,9 +192,15 @@ impl RuntimeService for RuntimeApi {
 
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Rpc<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        let id = req.into_inner().container_id;
+        let r = self
+            .containers
+            .reopen_log(&id)
+            .instrument(span!("ReopenContainerLog", id = id))
+            .await;
+        reply(r.map(|()| cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {

@@ -92,6 +92,12 @@ impl MonitorClient {
         self.call_ok("delete", req).await
     }
 
+    /// Reopens the container's log file at its path (after kubelet rotated it).
+    pub async fn reopen_log(&self, id: &str) -> Result<(), MonitorError> {
+        let req = Req::ReopenLog(proto::ReopenLog { id: id.into() });
+        self.call_ok("reopen log", req).await
+    }
+
     /// Kills every container and makes the monitor exit.
     pub async fn shutdown(&self) -> Result<(), MonitorError> {
         self.call_ok("shutdown", Req::Shutdown(proto::Shutdown {}))

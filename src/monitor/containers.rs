@@ -28,6 +28,8 @@ struct Output {
 struct ContainerLog {
     /// `None` when the daemon gave no log path: output is read and dropped.
     file: Option<File>,
+    /// Where `file` was opened, for ReopenContainerLog.
+    path: String,
     outputs: [Option<Output>; 2],
 }
 
@@ -128,6 +130,7 @@ impl Containers {
             exec_target: None,
             log: ContainerLog {
                 file,
+                path: req.log_path.clone(),
                 outputs: [
                     Some(Output {
                         pipe: out.read,
@@ -185,6 +188,24 @@ impl Containers {
             st.message = exit.message.clone();
         }
         Ok(st)
+    }
+
+    /// Opens the log path again (kubelet renamed the file to rotate it): what the
+    /// container writes from now on goes to a new file. Only a running container's log
+    /// is reopened; the CRI says no new file may appear after refusing.
+    pub fn reopen_log(&mut self, id: &str) -> Result<(), MonitorError> {
+        let c = self
+            .list
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| not_found(id))?;
+        if c.status != Status::Running {
+            return Err(MonitorError::FailedPrecondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        c.log.file = open_log(&c.log.path)?;
+        Ok(())
     }
 
     pub fn delete(&mut self, id: &str, cgroup_root: &Path) -> Result<(), MonitorError> {
@@ -324,7 +345,7 @@ impl ContainerLog {
     /// Reads `stream` until it would block (or `limit` reads), encoding into the log
     /// file. At end of stream the pipe is closed.
     fn copy(&mut self, stream: Stream, buf: &mut [u8], limit: Option<usize>) {
-        let ContainerLog { file, outputs } = self;
+        let ContainerLog { file, outputs, .. } = self;
         let Some(out) = outputs[Self::slot(stream)].as_mut() else {
             return;
         };

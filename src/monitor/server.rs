@@ -343,6 +343,7 @@ impl Monitor {
             Some(Req::State(s)) => self.containers.state(&s.id).map(|st| Some(Resp::State(st))),
             Some(Req::ExecSync(e)) => self.exec_sync(conn, e).map(|()| None),
             Some(Req::Delete(d)) => self.containers.delete(&d.id, &self.cgroup_root).map(ok),
+            Some(Req::ReopenLog(r)) => self.containers.reopen_log(&r.id).map(ok),
             Some(Req::Shutdown(_)) => {
                 self.begin_shutdown(conn);
                 Ok(None)

@@ -22,6 +22,7 @@ fn fake(list: &mut Containers, dir: &Path, pid: i32) -> (OwnedFd, OwnedFd) {
         exec_target: None,
         log: ContainerLog {
             file: open_log(dir.join("logs/c1.log").to_str().unwrap()).unwrap(),
+            path: dir.join("logs/c1.log").to_str().unwrap().to_string(),
             outputs: [
                 Some(Output {
                     pipe: out.read,
@@ -43,6 +44,24 @@ fn log_lines(dir: &Path) -> Vec<String> {
     text.lines()
         .map(|l| l.split_once(' ').unwrap().1.to_string())
         .collect()
+}
+
+#[test]
+fn a_reopened_log_takes_what_comes_after_a_rotation() {
+    let t = tempfile::tempdir().unwrap();
+    let mut cs = Containers::default();
+    let (out, _err) = fake(&mut cs, t.path(), 999_999);
+    let mut buf = [0u8; 64];
+    let mut out = File::from(out);
+    out.write_all(b"one\n").unwrap();
+    cs.on_output(1, Stream::Stdout, &mut buf);
+    let log = t.path().join("logs/c1.log");
+    std::fs::rename(&log, t.path().join("logs/c1.log.1")).unwrap();
+    cs.reopen_log("c1").unwrap();
+    out.write_all(b"two\n").unwrap();
+    cs.on_output(1, Stream::Stdout, &mut buf);
+    assert_eq!(log_lines(t.path()), ["stdout F two"]);
+    assert!(matches!(cs.reopen_log("nope"), Err(MonitorError::NotFound(_))));
 }
 
 #[test]
