@@ -61,7 +61,10 @@ fn a_reopened_log_takes_what_comes_after_a_rotation() {
     out.write_all(b"two\n").unwrap();
     cs.on_output(1, Stream::Stdout, &mut buf);
     assert_eq!(log_lines(t.path()), ["stdout F two"]);
-    assert!(matches!(cs.reopen_log("nope"), Err(MonitorError::NotFound(_))));
+    assert!(matches!(
+        cs.reopen_log("nope"),
+        Err(MonitorError::NotFound(_))
+    ));
 }
 
 #[test]
