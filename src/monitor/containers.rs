@@ -194,6 +194,13 @@ impl Containers {
     /// container writes from now on goes to a new file. Only a running container's log
     /// is reopened; the CRI says no new file may appear after refusing.
     pub fn reopen_log(&mut self, id: &str) -> Result<(), MonitorError> {
+        let c = self.running_mut(id)?;
+        c.log.file = open_log(&c.log.path)?;
+        Ok(())
+    }
+
+    /// The container `id`, which must be running (exec, log reopen).
+    fn running_mut(&mut self, id: &str) -> Result<&mut Container, MonitorError> {
         let c = self
             .list
             .iter_mut()
@@ -204,8 +211,7 @@ impl Containers {
                 "container {id:?} is not running"
             )));
         }
-        c.log.file = open_log(&c.log.path)?;
-        Ok(())
+        Ok(c)
     }
 
     pub fn delete(&mut self, id: &str, cgroup_root: &Path) -> Result<(), MonitorError> {
@@ -226,22 +232,12 @@ impl Containers {
         id: &str,
         cgroup_root: &Path,
     ) -> Result<&ExecTarget, MonitorError> {
-        let c = self
-            .list
-            .iter_mut()
-            .find(|c| c.id == id)
-            .ok_or_else(|| not_found(id))?;
-        if c.status != Status::Running {
-            return Err(MonitorError::FailedPrecondition(format!(
-                "container {id:?} is not running"
-            )));
-        }
-        if c.exec_target.is_none() {
-            c.exec_target = Some(ExecTarget::prepare(&c.bundle, c.pid, cgroup_root)?);
-        }
-        c.exec_target
-            .as_ref()
-            .ok_or_else(|| MonitorError::FailedPrecondition("no exec target".into()))
+        let c = self.running_mut(id)?;
+        let target = match c.exec_target.take() {
+            Some(t) => t,
+            None => ExecTarget::prepare(&c.bundle, c.pid, cgroup_root)?,
+        };
+        Ok(c.exec_target.insert(target))
     }
 
     /// Records the exit of a container's init; `false` if `pid` is no container's.
