@@ -241,7 +241,7 @@ impl Containers {
     }
 
     /// Records the exit of a container's init; `false` if `pid` is no container's.
-    pub fn on_exit(&mut self, pid: Pid, code: i32) -> bool {
+    pub fn on_exit(&mut self, pid: Pid, code: i32, cgroup_root: &Path) -> bool {
         let Some(c) = self
             .list
             .iter_mut()
@@ -254,10 +254,20 @@ impl Containers {
         c.status = Status::Exited;
         // Everything init wrote is in the pipes now; log it before reporting the exit.
         c.drain_output();
+        // The cgroup outlives init until Delete, so its OOM counter is still readable.
+        let oom = runtime::oom_killed(&c.bundle, cgroup_root).unwrap_or_else(|e| {
+            eprintln!("container {}: reading its OOM kills: {e}", c.id);
+            false
+        });
         let record = ExitRecord {
             exit_code: code,
             finished_at: now_ns(),
-            reason: ExitRecord::reason_for(code).into(),
+            reason: if oom {
+                "OOMKilled"
+            } else {
+                ExitRecord::reason_for(code)
+            }
+            .into(),
             message: String::new(),
         };
         if let Some(path) = &c.exit_file

@@ -269,7 +269,10 @@ impl Monitor {
     fn reap(&mut self) {
         sys::drain_signals(&self.signals);
         for exit in sys::reap_all() {
-            if self.containers.on_exit(exit.pid, exit.code) {
+            if self
+                .containers
+                .on_exit(exit.pid, exit.code, &self.cgroup_root)
+            {
                 continue;
             }
             if let Some(done) = self.execs.on_exit(exit.pid, exit.code) {

@@ -148,6 +148,12 @@ pub fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeError> {
     process::destroy(bundle, cgroup_root)
 }
 
+/// Whether the OOM killer has killed a process in the container's cgroup (read before
+/// [`destroy`], which removes the cgroup and its counters).
+pub fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, RuntimeError> {
+    process::oom_killed(bundle, cgroup_root)
+}
+
 fn start_impl(fd: OwnedFd) -> Result<(), RuntimeError> {
     process::release(fd)
 }

@@ -167,6 +167,15 @@ pub(super) fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeEr
     Ok(())
 }
 
+/// Whether the kernel's OOM killer killed a process in the bundle's cgroup.
+pub(super) fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, RuntimeError> {
+    let bundle = Bundle::load(bundle)?;
+    match bundle.cgroup(cgroup_root)? {
+        Some(cg) => Ok(cg.oom_kills()? > 0),
+        None => Ok(false),
+    }
+}
+
 /// What every exec into one running container needs, read once: the spec's process
 /// (env, cwd, user), init's namespaces, and the cgroup files the exec'd process writes
 /// itself into. Held by the monitor while the container runs; dropping it releases the

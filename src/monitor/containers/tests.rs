@@ -111,10 +111,10 @@ fn exit_drains_output_then_records_the_status() {
     File::from(out).write_all(b"bye\nno newline").unwrap();
     drop(err);
     assert!(
-        !cs.on_exit(Pid::from_raw(12345), 0),
+        !cs.on_exit(Pid::from_raw(12345), 0, t.path()),
         "not a container's pid"
     );
-    assert!(cs.on_exit(Pid::from_raw(999_999), 137));
+    assert!(cs.on_exit(Pid::from_raw(999_999), 137, t.path()));
     assert_eq!(log_lines(t.path()), ["stdout F bye", "stdout P no newline"]);
     let rec: ExitRecord = crate::store::read_json(&t.path().join("exit.json"))
         .unwrap()
@@ -133,7 +133,7 @@ fn exit_drains_output_then_records_the_status() {
         Err(MonitorError::FailedPrecondition(_))
     ));
     // A second exit of a reused pid does not overwrite the record.
-    assert!(!cs.on_exit(Pid::from_raw(999_999), 0));
+    assert!(!cs.on_exit(Pid::from_raw(999_999), 0, t.path()));
 }
 
 #[test]

@@ -57,8 +57,28 @@ pub trait CgroupManager: Send + Sync {
     // Read by tests today and by container stats later (pids per container).
     #[allow(dead_code)]
     fn processes(&self) -> Result<Vec<Pid>, CgroupError>;
+    /// How many processes the kernel's OOM killer has killed in this cgroup: the
+    /// `oom_kill` line of v1's `memory.oom_control` or v2's `memory.events`. 0 when the
+    /// memory controller is absent.
+    fn oom_kills(&self) -> Result<u64, CgroupError>;
     /// SIGKILLs whatever is left, then removes the cgroup directories. Idempotent.
     fn destroy(&self) -> Result<(), CgroupError>;
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`key value` per line).
+fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// `oom_kill` from a flat-keyed memory file that may not exist (no memory controller).
+fn oom_kill_count(file: &Path) -> Result<u64, CgroupError> {
+    if !file.exists() {
+        return Ok(0);
+    }
+    Ok(keyed_value(&fs::read(file)?, "oom_kill").unwrap_or(0))
 }
 
 /// Moves the calling (single-threaded) process into the cgroup whose files
@@ -144,6 +164,36 @@ mod tests {
             "only the cgroup itself goes"
         );
         pod.destroy().unwrap();
+    }
+
+    #[test]
+    fn oom_kill_read_from_the_memory_file_of_either_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("memory/crius/c")).unwrap();
+        let v1 = manager(r, "crius/c").unwrap();
+        assert_eq!(
+            v1.oom_kills().unwrap(),
+            0,
+            "no file yet: no memory controller"
+        );
+        std::fs::write(
+            r.join("memory/crius/c/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(v1.oom_kills().unwrap(), 2);
+
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::write(r.join("cgroup.controllers"), "memory\n").unwrap();
+        std::fs::create_dir_all(r.join("crius/c")).unwrap();
+        std::fs::write(
+            r.join("crius/c/memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
+        assert_eq!(manager(r, "crius/c").unwrap().oom_kills().unwrap(), 1);
     }
 
     #[test]

@@ -223,6 +223,13 @@ impl CgroupManager for V1Manager {
         Ok(all)
     }
 
+    fn oom_kills(&self) -> Result<u64, CgroupError> {
+        match self.dir("memory") {
+            Some(dir) => super::oom_kill_count(&dir.join("memory.oom_control")),
+            None => Ok(0),
+        }
+    }
+
     fn destroy(&self) -> Result<(), CgroupError> {
         for dir in self.dirs() {
             fs::kill_and_remove(&dir)?;

@@ -163,6 +163,10 @@ impl CgroupManager for V2Manager {
         fs::read_procs(&self.dir())
     }
 
+    fn oom_kills(&self) -> Result<u64, CgroupError> {
+        super::oom_kill_count(&self.dir().join("memory.events"))
+    }
+
     fn destroy(&self) -> Result<(), CgroupError> {
         let dir = self.dir();
         let kill_file = dir.join("cgroup.kill");

@@ -1,0 +1,49 @@
+//! How a container's end is reported: the OOM killer's victims.
+
+use crate::fixtures::*;
+use crate::harness::{Daemon, preflight};
+use k8s_cri::v1::*;
+use std::time::Duration;
+
+/// A container over its memory limit is reported as critest and kubelet expect:
+/// `OOMKilled`, exit code 137. One that exits 137 by itself is not.
+#[tokio::test]
+async fn oom_killed_container() {
+    if !preflight("oom_killed_container", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = pod_config(&d, "oom");
+    let pod_id = run_pod(&mut rt, &pod).await;
+
+    // critest's container: a 20 MiB buffer under a 15 MiB limit (swap included).
+    let mut hog = container_config(
+        "hog",
+        BUSYBOX,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=20M"],
+    );
+    hog.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 15 << 20,
+            memory_swap_limit_in_bytes: 15 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create_and_start(&mut rt, &pod_id, &pod, &hog).await;
+    let within = Duration::from_secs(30);
+    let st = wait_state(&mut rt, &id, ContainerState::ContainerExited, within).await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (137, "OOMKilled"),
+        "{st:?}"
+    );
+
+    let killed = container_config("killed", BUSYBOX, &["sh", "-c", "exit 137"]);
+    let id = create_and_start(&mut rt, &pod_id, &pod, &killed).await;
+    let st = wait_state(&mut rt, &id, ContainerState::ContainerExited, within).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (137, "Error"), "{st:?}");
+    d.teardown().await;
+}
