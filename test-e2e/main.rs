@@ -18,6 +18,7 @@ mod images;
 mod leaks;
 mod logs;
 mod pods;
+mod resources;
 mod restart;
 mod rollback;
 mod selftest;

@@ -10,6 +10,7 @@
 mod create;
 mod observe;
 mod stop;
+mod update;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -68,6 +68,14 @@ pub struct SpecInput<'a> {
     pub user: &'a ResolvedUser,
 }
 
+/// The limits UpdateContainerResources writes to a container's cgroup, validated and
+/// mapped exactly as at create.
+pub fn resource_limits(
+    r: &k8s_cri::v1::LinuxContainerResources,
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    linux::limits(r)
+}
+
 /// Builds the OCI runtime spec for one container.
 pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let sc = security_context(input.config);

@@ -185,9 +185,21 @@ impl RuntimeService for RuntimeApi {
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Rpc<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        let req = req.into_inner();
+        let Some(linux) = req.linux else {
+            // Windows resources, or none: nothing this runtime applies.
+            return reply(Err(Error::InvalidArgument(
+                "linux resources are required".into(),
+            )));
+        };
+        let containers = self.containers.clone();
+        let id = req.container_id;
+        let span = span!("UpdateContainerResources", id = id);
+        let update = async move { containers.update_resources(&id, linux).await };
+        let r = to_completion(update.instrument(span)).await;
+        reply(r.map(|()| cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(

@@ -318,11 +318,18 @@ fn container_resources(config: &ContainerConfig) -> Option<&LinuxContainerResour
 /// CPU and memory limits as containerd maps them; hugepages and `unified` are ignored.
 /// Swap equals the memory limit unless set, so the container cannot swap by default.
 fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
-    let mut out = LinuxResources::default();
-    out.set_devices(Some(device_rules()));
-    let Some(r) = container_resources(config) else {
-        return Ok(out);
+    let mut out = match container_resources(config) {
+        Some(r) => limits(r)?,
+        None => LinuxResources::default(),
     };
+    out.set_devices(Some(device_rules()));
+    Ok(out)
+}
+
+/// The CPU, memory and pids limits of `r`, without device rules: what both a new
+/// container and UpdateContainerResources write.
+pub(super) fn limits(r: &LinuxContainerResources) -> Result<LinuxResources, SpecError> {
+    let mut out = LinuxResources::default();
     let non_negative = |field: &str, v: i64| {
         u64::try_from(v)
             .map_err(|_| SpecError::invalid(field, v.to_string(), "must not be negative"))
