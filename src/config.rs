@@ -26,6 +26,8 @@ pub struct Config {
     pub cgroup_root: PathBuf,
     /// `tracing` filter for the daemon's stderr log.
     pub log_level: String,
+    /// Longest CRI log line, in bytes; longer output lines are split into `P` pieces.
+    pub max_container_log_line_size: u32,
     pub cni: CniConfig,
     pub registry: RegistryConfig,
 }
@@ -46,6 +48,9 @@ pub struct RegistryConfig {
     pub config_path: PathBuf,
 }
 
+/// The longest log line a monitor buffers before it writes a partial line.
+const MAX_LOG_LINE: u32 = 1 << 20;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -55,6 +60,7 @@ impl Default for Config {
             cgroup_parent: "crius".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
             log_level: "info".into(),
+            max_container_log_line_size: 16 * 1024,
             cni: CniConfig::default(),
             registry: RegistryConfig::default(),
         }
@@ -95,6 +101,10 @@ cgroup_parent = "crius"
 cgroup_root = "/sys/fs/cgroup"
 # Log filter for the daemon's stderr (tracing EnvFilter syntax; RUST_LOG overrides).
 log_level = "info"
+# Longest line of a container's CRI log, in bytes (containerd's setting of the same name);
+# longer output is split into partial ("P") lines. Each monitor may buffer this much per
+# container stream, so it is capped at 1 MiB.
+max_container_log_line_size = 16384
 
 [cni]
 # The first network configuration (lexical order, .conflist/.conf/.json) is used.
@@ -169,6 +179,11 @@ impl Config {
                 "run_root {:?} is too long: monitor sockets under it would need {longest} \
                  bytes, more than the {MAX_SOCKET_PATH} a Unix socket path may have",
                 self.run_root
+            ));
+        }
+        if !(64..=MAX_LOG_LINE).contains(&self.max_container_log_line_size) {
+            return Err(format!(
+                "max_container_log_line_size must be between 64 and {MAX_LOG_LINE} bytes"
             ));
         }
         if self.cgroup_parent.split('/').any(|c| c == "..") {
@@ -247,6 +262,13 @@ mod tests {
             Config::load(&p, true),
             Err(ConfigError::Invalid { .. })
         ));
+        for size in [0, 63, (1 << 20) + 1] {
+            std::fs::write(&p, format!("max_container_log_line_size = {size}")).unwrap();
+            assert!(matches!(
+                Config::load(&p, true),
+                Err(ConfigError::Invalid { .. })
+            ));
+        }
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         ContainerSettings {
             records: layout.containers.clone(),
             run_dir: layout.container_run.clone(),
+            max_log_line: cfg.max_container_log_line_size,
         },
         pods.clone(),
         images.clone(),

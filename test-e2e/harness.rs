@@ -50,6 +50,8 @@ pub struct Options {
     pub faults: &'static str,
     /// Add a plugin after the bridge that fails its first ADD (fixtures::FAILING_CNI).
     pub failing_cni: bool,
+    /// `max_container_log_line_size`; `None` leaves the daemon's default.
+    pub max_log_line: Option<u32>,
 }
 
 /// Where one daemon keeps everything.
@@ -337,7 +339,7 @@ fn write_config(paths: &Paths, options: Options) {
     let q = |p: &Path| toml::Value::String(path_str(p)).to_string();
     let config = format!(
         "socket = {}\nroot = {}\nrun_root = {}\ncgroup_parent = {}\n\
-         cgroup_root = \"/sys/fs/cgroup\"\nlog_level = {}\n\n\
+         cgroup_root = \"/sys/fs/cgroup\"\nlog_level = {}\n{}\n\
          [cni]\nconf_dir = {}\nbin_dirs = [\"/opt/cni/bin\", \"/usr/lib/cni\", {}]\n\n\
          [registry]\nconfig_path = {}\n",
         q(&paths.socket),
@@ -345,6 +347,9 @@ fn write_config(paths: &Paths, options: Options) {
         q(&paths.run_root),
         toml::Value::String(paths.cgroup_parent.clone()),
         toml::Value::String(level),
+        options.max_log_line.map_or(String::new(), |n| format!(
+            "max_container_log_line_size = {n}\n"
+        )),
         q(&paths.cni_conf_dir),
         q(&cni_bin),
         q(&certs),

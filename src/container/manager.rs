@@ -38,6 +38,8 @@ type ContainerEntry = Entry<ContainerRecord>;
 pub struct ContainerSettings {
     pub records: PathBuf,
     pub run_dir: PathBuf,
+    /// Longest CRI log line before the monitor splits it (config).
+    pub max_log_line: u32,
 }
 
 pub struct ContainerManager {

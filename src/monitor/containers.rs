@@ -103,6 +103,11 @@ impl Containers {
             )));
         }
         let file = open_log(&req.log_path)?;
+        // Capped: the monitor holds up to this much per stream of each container.
+        let max_line = match req.max_log_line {
+            0 => super::log::MAX_LINE,
+            n => (n as usize).min(1 << 20),
+        };
         let (out, err) = (sys::pipe()?, sys::pipe()?);
         let bundle = PathBuf::from(&req.bundle);
         let created = runtime::create(CreateOptions {
@@ -134,11 +139,11 @@ impl Containers {
                 outputs: [
                     Some(Output {
                         pipe: out.read,
-                        enc: LineEncoder::new(Stream::Stdout),
+                        enc: LineEncoder::with_max_line(Stream::Stdout, max_line),
                     }),
                     Some(Output {
                         pipe: err.read,
-                        enc: LineEncoder::new(Stream::Stderr),
+                        enc: LineEncoder::with_max_line(Stream::Stderr, max_line),
                     }),
                 ],
             },

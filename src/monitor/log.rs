@@ -51,6 +51,7 @@ pub struct LineEncoder {
 }
 
 impl LineEncoder {
+    #[cfg(test)]
     pub fn new(stream: Stream) -> Self {
         Self::with_max_line(stream, MAX_LINE)
     }

@@ -116,6 +116,7 @@ impl ContainerManager {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 exit_file: data.join(EXIT_FILE).display().to_string(),
+                max_log_line: self.settings.max_log_line,
             })
             .await?;
         Ok(())
