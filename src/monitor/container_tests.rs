@@ -51,6 +51,7 @@ impl Fixture {
             bundle: bundle.to_string_lossy().into(),
             log_path: self.log(id).to_string_lossy().into(),
             exit_file: self.exit_file(id).to_string_lossy().into(),
+            max_log_line: 0,
         }
     }
 
