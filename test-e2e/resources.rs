@@ -105,3 +105,46 @@ async fn stop_container(rt: &mut Runtime, id: &str) {
     };
     rt.stop_container(req).await.expect("StopContainer");
 }
+
+/// kubelet's 0 hugepage limit for each size the host has runs even without a hugetlb
+/// controller; a cgroup v2 key on a v1 host is refused at create and leaves no container.
+#[tokio::test]
+async fn limits_the_host_cannot_apply() {
+    if !preflight("limits_the_host_cannot_apply", true) {
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("limits_the_host_cannot_apply: a v1 case; this host is v2");
+        return;
+    }
+    let d = Daemon::start().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = pod_config(&d, "hostlimits");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let with = |name: &str, r: LinuxContainerResources| {
+        let mut cfg = container_config(name, BUSYBOX, &["sleep", "1000"]);
+        cfg.linux = Some(LinuxContainerConfig {
+            resources: Some(r),
+            ..Default::default()
+        });
+        cfg
+    };
+    let zero_pages = LinuxContainerResources {
+        hugepage_limits: vec![HugepageLimit {
+            page_size: "2MB".into(),
+            limit: 0,
+        }],
+        ..Default::default()
+    };
+    create_and_start(&mut rt, &pod_id, &pod, &with("pages", zero_pages)).await;
+
+    let mut v2_only = LinuxContainerResources::default();
+    v2_only
+        .unified
+        .insert("memory.high".into(), "100000000".into());
+    let r = create(&mut rt, &pod_id, &pod, &with("v2", v2_only)).await;
+    assert_eq!(code(&r), Code::InvalidArgument, "{r:?}");
+    assert_eq!(list_containers(&mut rt).await.len(), 1, "only the first");
+    d.teardown().await;
+}

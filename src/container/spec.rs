@@ -9,6 +9,7 @@ mod linux;
 #[cfg(test)]
 mod linux_tests;
 mod mounts;
+mod resources;
 #[cfg(test)]
 mod tests;
 
@@ -73,7 +74,7 @@ pub struct SpecInput<'a> {
 pub fn resource_limits(
     r: &k8s_cri::v1::LinuxContainerResources,
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    linux::limits(r)
+    resources::limits(r)
 }
 
 /// Builds the OCI runtime spec for one container.

@@ -52,15 +52,15 @@ pub enum RuntimeError {
 
 impl crate::error::Classify for RuntimeError {
     fn kind(&self) -> crate::error::Kind {
-        use crate::error::Kind;
+        use crate::error::{Classify, Kind};
         match self {
             RuntimeError::InvalidSpec { .. } => Kind::InvalidArgument,
             // A failed init (e.g. executable not found) fails the call, as in other CRI
             // runtimes.
-            RuntimeError::Init(_)
-            | RuntimeError::Io { .. }
-            | RuntimeError::Sys { .. }
-            | RuntimeError::Cgroup(_) => Kind::Internal,
+            RuntimeError::Cgroup(e) => e.kind(),
+            RuntimeError::Init(_) | RuntimeError::Io { .. } | RuntimeError::Sys { .. } => {
+                Kind::Internal
+            }
         }
     }
 }

@@ -10,8 +10,8 @@ use k8s_cri::v1::{
     NamespaceOption,
 };
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
-    LinuxDeviceType, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType,
+    LinuxNamespace, LinuxNamespaceType, LinuxResources,
 };
 
 use super::{SpecError, SpecInput};
@@ -201,7 +201,12 @@ pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
     let privileged = input.sc.is_some_and(|s| s.privileged);
     let mut linux = Linux::default();
     linux.set_namespaces(Some(namespaces(input)));
-    linux.set_resources(Some(resources(input.spec.config)?));
+    let mut limits = match container_resources(input.spec.config) {
+        Some(r) => super::resources::limits(r)?,
+        None => LinuxResources::default(),
+    };
+    limits.set_devices(Some(device_rules()));
+    linux.set_resources(Some(limits));
     linux.set_cgroups_path(Some(PathBuf::from(input.spec.cgroups_path)));
     linux.set_sysctl(Some(sysctls(input)?));
     linux.set_rootfs_propagation(input.rootfs_propagation.clone());
@@ -313,75 +318,6 @@ pub(super) fn oom_score_adj(config: &ContainerConfig) -> Result<Option<i32>, Spe
 
 fn container_resources(config: &ContainerConfig) -> Option<&LinuxContainerResources> {
     config.linux.as_ref()?.resources.as_ref()
-}
-
-/// CPU and memory limits as containerd maps them; hugepages and `unified` are ignored.
-/// Swap equals the memory limit unless set, so the container cannot swap by default.
-fn resources(config: &ContainerConfig) -> Result<LinuxResources, SpecError> {
-    let mut out = match container_resources(config) {
-        Some(r) => limits(r)?,
-        None => LinuxResources::default(),
-    };
-    out.set_devices(Some(device_rules()));
-    Ok(out)
-}
-
-/// The CPU, memory and pids limits of `r`, without device rules: what both a new
-/// container and UpdateContainerResources write.
-pub(super) fn limits(r: &LinuxContainerResources) -> Result<LinuxResources, SpecError> {
-    let mut out = LinuxResources::default();
-    let non_negative = |field: &str, v: i64| {
-        u64::try_from(v)
-            .map_err(|_| SpecError::invalid(field, v.to_string(), "must not be negative"))
-    };
-    let mut cpu = LinuxCpu::default();
-    let shares = non_negative("cpu_shares", r.cpu_shares)?;
-    let period = non_negative("cpu_period", r.cpu_period)?;
-    cpu.set_shares((shares != 0).then_some(shares));
-    cpu.set_period((period != 0).then_some(period));
-    cpu.set_quota((r.cpu_quota != 0).then_some(r.cpu_quota));
-    cpu.set_cpus((!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()));
-    cpu.set_mems((!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()));
-    // Leave the section out when nothing is limited, as containerd's JSON does.
-    out.set_cpu((cpu != LinuxCpu::default()).then_some(cpu));
-
-    let limit = r.memory_limit_in_bytes;
-    let swap = r.memory_swap_limit_in_bytes;
-    non_negative("memory_limit_in_bytes", limit)?;
-    let mut memory = LinuxMemory::default();
-    memory.set_limit((limit != 0).then_some(limit));
-    memory.set_swap(match (swap, limit) {
-        (0, 0) => None,
-        (0, limit) => Some(limit),
-        (swap, _) => Some(swap),
-    });
-    out.set_memory((memory != LinuxMemory::default()).then_some(memory));
-    out.set_pids(pids_limit(&r.unified)?);
-    Ok(out)
-}
-
-/// CRI has no pids field; a limit arrives as the cgroup v2 key `pids.max` in `unified`
-/// (applied on v1 too, where the pids controller has the same file). The other unified
-/// keys are for the full-resources work (roadmap) and are not applied yet.
-fn pids_limit(unified: &HashMap<String, String>) -> Result<Option<LinuxPids>, SpecError> {
-    let Some(v) = unified.get("pids.max") else {
-        return Ok(None);
-    };
-    if v.trim() == "max" {
-        return Ok(None);
-    }
-    match v.trim().parse::<i64>() {
-        Ok(n) if n > 0 => {
-            let mut pids = LinuxPids::default();
-            pids.set_limit(n);
-            Ok(Some(pids))
-        }
-        _ => Err(SpecError::invalid(
-            "unified[pids.max]",
-            v.clone(),
-            "must be a positive number or \"max\"",
-        )),
-    }
 }
 
 /// Deny every device, then allow the standard character devices.

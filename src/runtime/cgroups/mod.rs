@@ -23,12 +23,19 @@ pub enum CgroupError {
     InvalidPath(String),
     #[error("cgroup {path}: processes still present after kill")]
     Busy { path: PathBuf },
+    /// A limit this host's cgroups cannot express (a v2 key on v1, an unknown hugepage
+    /// size).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl crate::error::Classify for CgroupError {
     fn kind(&self) -> crate::error::Kind {
-        // Bad cgroup paths never come from a request: the daemon builds them.
-        crate::error::Kind::Internal
+        match self {
+            CgroupError::Unsupported(_) => crate::error::Kind::InvalidArgument,
+            // Bad cgroup paths never come from a request: the daemon builds them.
+            _ => crate::error::Kind::Internal,
+        }
     }
 }
 
@@ -63,6 +70,31 @@ pub trait CgroupManager: Send + Sync {
     fn oom_kills(&self) -> Result<u64, CgroupError>;
     /// SIGKILLs whatever is left, then removes the cgroup directories. Idempotent.
     fn destroy(&self) -> Result<(), CgroupError>;
+}
+
+/// Writes each hugepage limit to `<dir>/hugetlb.<size>.<suffix>` (`dir` is `None` without
+/// a hugetlb controller). kubelet sends a 0 limit for every page size in
+/// /sys/kernel/mm/hugepages, whether or not the controller is there: like runc, those
+/// are skipped when it cannot be written; a real limit is an error then.
+fn apply_hugepages(
+    dir: Option<&Path>,
+    limits: &[oci_spec::runtime::LinuxHugepageLimit],
+    suffix: &str,
+) -> Result<(), CgroupError> {
+    for h in limits {
+        let file = dir.map(|d| d.join(format!("hugetlb.{}.{suffix}", h.page_size())));
+        let Some(file) = file.filter(|f| f.exists()) else {
+            if h.limit() == 0 {
+                continue;
+            }
+            return Err(CgroupError::Unsupported(format!(
+                "hugepage size {} is not available on this host",
+                h.page_size()
+            )));
+        };
+        fs::write(&file, &h.limit().to_string())?;
+    }
+    Ok(())
 }
 
 /// The value of `key` in a flat-keyed cgroup file (`key value` per line).

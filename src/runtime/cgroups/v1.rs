@@ -194,6 +194,17 @@ impl CgroupManager for V1Manager {
         if let (Some(pids), Some(dir)) = (resources.pids(), self.dir("pids")) {
             fs::write(&dir.join("pids.max"), &super::v2::pids_max(pids.limit()))?;
         }
+        if let Some(limits) = resources.hugepage_limits() {
+            let dir = self.dir("hugetlb");
+            super::apply_hugepages(dir.as_deref(), limits, "limit_in_bytes")?;
+        }
+        if let Some(keys) = resources.unified().as_ref().filter(|u| !u.is_empty()) {
+            let mut names: Vec<&String> = keys.keys().collect();
+            names.sort();
+            return Err(CgroupError::Unsupported(format!(
+                "cgroup v2 keys {names:?} on a cgroup v1 host"
+            )));
+        }
         Ok(())
     }
 
@@ -341,5 +352,38 @@ mod tests {
         m.add_process(Pid::from_raw(42)).unwrap();
         assert_eq!(read("pids/crius/pod-1/cgroup.procs"), "42");
         assert_eq!(m.processes().unwrap(), vec![Pid::from_raw(42)]);
+    }
+
+    #[test]
+    fn hugepages_written_and_v2_keys_refused() {
+        use oci_spec::runtime::LinuxHugepageLimitBuilder;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("hugetlb/crius/c")).unwrap();
+        let file = r.join("hugetlb/crius/c/hugetlb.2MB.limit_in_bytes");
+        std::fs::write(&file, "0").unwrap();
+        let m = V1Manager::new(r, PathBuf::from("crius/c"));
+        let page = LinuxHugepageLimitBuilder::default()
+            .page_size("2MB")
+            .limit(2i64 << 20)
+            .build()
+            .unwrap();
+        let res = LinuxResourcesBuilder::default()
+            .hugepage_limits(vec![page])
+            .build()
+            .unwrap();
+        m.apply(&res).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            (2 << 20).to_string()
+        );
+        let res = LinuxResourcesBuilder::default()
+            .unified(std::collections::HashMap::from([(
+                "memory.high".to_string(),
+                "1".to_string(),
+            )]))
+            .build()
+            .unwrap();
+        assert!(matches!(m.apply(&res), Err(CgroupError::Unsupported(_))));
     }
 }

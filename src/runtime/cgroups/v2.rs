@@ -147,6 +147,19 @@ impl CgroupManager for V2Manager {
         if let Some(pids) = resources.pids() {
             fs::write(&self.dir().join("pids.max"), &pids_max(pids.limit()))?;
         }
+        if let Some(limits) = resources.hugepage_limits() {
+            super::apply_hugepages(Some(&self.dir()), limits, "max")?;
+        }
+        // Written last, so a key overrides the mapped field it shares a file with.
+        for (key, value) in resources.unified().iter().flatten() {
+            let file = self.dir().join(key);
+            if !file.exists() {
+                return Err(CgroupError::Unsupported(format!(
+                    "cgroup v2 key {key:?}: no such file (controller not enabled?)"
+                )));
+            }
+            fs::write(&file, value)?;
+        }
         Ok(())
     }
 
@@ -249,5 +262,55 @@ mod tests {
         assert_eq!(read("crius/pod-1/pids.max"), "10");
         m.add_process(Pid::from_raw(7)).unwrap();
         assert_eq!(m.processes().unwrap(), vec![Pid::from_raw(7)]);
+    }
+
+    #[test]
+    fn hugepages_and_unified_keys_need_their_files() {
+        use oci_spec::runtime::LinuxHugepageLimitBuilder;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("crius/c")).unwrap();
+        for f in ["hugetlb.2MB.max", "memory.high"] {
+            std::fs::write(r.join("crius/c").join(f), "max").unwrap();
+        }
+        let m = V2Manager::new(r, PathBuf::from("crius/c"));
+        let page = |size: &str| {
+            LinuxHugepageLimitBuilder::default()
+                .page_size(size)
+                .limit(4i64 << 20)
+                .build()
+                .unwrap()
+        };
+        let unified = |k: &str| -> std::collections::HashMap<String, String> {
+            [(k.to_string(), "5000".to_string())].into()
+        };
+        let res = LinuxResourcesBuilder::default()
+            .hugepage_limits(vec![page("2MB")])
+            .unified(unified("memory.high"))
+            .build()
+            .unwrap();
+        m.apply(&res).unwrap();
+        let read = |p: &str| std::fs::read_to_string(r.join("crius/c").join(p)).unwrap();
+        assert_eq!(read("hugetlb.2MB.max"), (4 << 20).to_string());
+        assert_eq!(read("memory.high"), "5000");
+
+        let res = LinuxResourcesBuilder::default()
+            .hugepage_limits(vec![page("1GB")])
+            .build()
+            .unwrap();
+        assert!(matches!(m.apply(&res), Err(CgroupError::Unsupported(_))));
+        let mut zero = page("1GB");
+        zero.set_limit(0);
+        let res = LinuxResourcesBuilder::default()
+            .hugepage_limits(vec![zero])
+            .build()
+            .unwrap();
+        m.apply(&res)
+            .expect("kubelet's 0 limit for a size without a file");
+        let res = LinuxResourcesBuilder::default()
+            .unified(unified("io.max"))
+            .build()
+            .unwrap();
+        assert!(matches!(m.apply(&res), Err(CgroupError::Unsupported(_))));
     }
 }
