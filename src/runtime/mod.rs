@@ -52,7 +52,7 @@ pub enum RuntimeError {
 
 impl crate::error::Classify for RuntimeError {
     fn kind(&self) -> crate::error::Kind {
-        use crate::error::{Classify, Kind};
+        use crate::error::Kind;
         match self {
             RuntimeError::InvalidSpec { .. } => Kind::InvalidArgument,
             // A failed init (e.g. executable not found) fails the call, as in other CRI
