@@ -89,12 +89,15 @@ const TABLE: &[(Rpc, Case, Want)] = &[
     (ContainerStatus, Twice, Pair(Code::Ok, Code::Ok)),
     (ExecSync, Absent, NOT_FOUND),
     (ExecSync, Already, Want::Code(Code::FailedPrecondition)),
-    // Not built yet (the runtime-surface issue): they say so for any id.
+    (UpdateContainerResources, Absent, NOT_FOUND),
+    // Exited: nothing left to limit (containerd answers the same).
     (
         UpdateContainerResources,
-        Absent,
-        Want::Code(Code::Unimplemented),
+        Already,
+        Want::Code(Code::FailedPrecondition),
     ),
+    (UpdateContainerResources, Twice, Pair(Code::Ok, Code::Ok)),
+    // Not built yet: it says so for any id.
     (ReopenContainerLog, Absent, NOT_FOUND),
     // Stopped: an error, and no new log file (api.proto).
     (
@@ -207,7 +210,9 @@ async fn prepare(w: &mut World, rpc: Rpc, case: Case) -> Req {
         }
         (_, Absent) => Req::Ctr(ABSENT.into()),
         (StartContainer, Already) => Req::Ctr(w.container(&["sleep", "60"], true).await),
-        (StopContainer | ExecSync | ReopenContainerLog, Already) => Req::Ctr(w.exited().await),
+        (StopContainer | ExecSync | ReopenContainerLog | UpdateContainerResources, Already) => {
+            Req::Ctr(w.exited().await)
+        }
         (StartContainer, _) => Req::Ctr(w.container(&["sleep", "60"], false).await),
         (_, _) => Req::Ctr(w.container(&["sleep", "60"], true).await),
     }
@@ -279,6 +284,10 @@ async fn container_call(rt: &mut Runtime, rpc: Rpc, container_id: String) -> Res
         UpdateContainerResources => rt
             .update_container_resources(UpdateContainerResourcesRequest {
                 container_id,
+                linux: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: 64 << 20,
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .await
