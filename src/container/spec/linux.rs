@@ -10,11 +10,12 @@ use k8s_cri::v1::{
     NamespaceOption,
 };
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDevice, LinuxDeviceCgroup,
     LinuxDeviceType, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources,
 };
 
 use super::{SpecError, SpecInput};
+use crate::container::volumes::ResolvedDevice;
 
 /// containerd's default capability set for non-privileged containers.
 pub const DEFAULT_CAPABILITIES: &[Capability] = &[
@@ -201,11 +202,16 @@ pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
     let privileged = input.sc.is_some_and(|s| s.privileged);
     let mut linux = Linux::default();
     linux.set_namespaces(Some(namespaces(input)));
-    linux.set_resources(Some(resources(input.spec.config)?));
+    let mut resources = resources(input.spec.config)?;
+    let (devices, rules) = devices(input.spec.devices);
+    if let Some(list) = resources.devices_mut() {
+        list.extend(rules);
+    }
+    linux.set_resources(Some(resources));
     linux.set_cgroups_path(Some(PathBuf::from(input.spec.cgroups_path)));
     linux.set_sysctl(Some(sysctls(input)?));
     linux.set_rootfs_propagation(input.rootfs_propagation.clone());
-    linux.set_devices(None);
+    linux.set_devices((!devices.is_empty()).then_some(devices));
     let (masked, readonly) = if privileged {
         (Vec::new(), Vec::new())
     } else {
@@ -375,6 +381,36 @@ fn pids_limit(unified: &HashMap<String, String>) -> Result<Option<LinuxPids>, Sp
             "must be a positive number or \"max\"",
         )),
     }
+}
+
+/// The CRI devices as spec devices, and the cgroup rules that let the container use them
+/// with the permissions asked for (containerd's WithDevices).
+fn devices(resolved: &[ResolvedDevice]) -> (Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>) {
+    resolved
+        .iter()
+        .map(|d| {
+            let typ = if d.typ == 'b' {
+                LinuxDeviceType::B
+            } else {
+                LinuxDeviceType::C
+            };
+            let mut dev = LinuxDevice::default();
+            dev.set_path(d.container_path.clone());
+            dev.set_typ(typ);
+            dev.set_major(d.major as i64);
+            dev.set_minor(d.minor as i64);
+            dev.set_file_mode(Some(d.file_mode));
+            dev.set_uid(Some(d.uid));
+            dev.set_gid(Some(d.gid));
+            let mut rule = LinuxDeviceCgroup::default();
+            rule.set_allow(true);
+            rule.set_typ(Some(typ));
+            rule.set_major(Some(d.major as i64));
+            rule.set_minor(Some(d.minor as i64));
+            rule.set_access(Some(d.permissions.clone()));
+            (dev, rule)
+        })
+        .unzip()
 }
 
 /// Deny every device, then allow the standard character devices.
