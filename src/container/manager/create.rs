@@ -287,6 +287,7 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
     let volumes_dir = job.bundle.join(VOLUMES_DIR);
     let mount_sources = volumes::prepare_sources(&config.mounts, &job.volume_layers, &volumes_dir)?;
     let devices = volumes::resolve_devices(&config.devices)?;
+    fault::inject("container-spec")?;
     let cgroups_path = format!("{}/{}", job.pod.cgroup, job.rec.id);
     let spec = spec::generate(&SpecInput {
         sandbox_id: &job.pod.id,
