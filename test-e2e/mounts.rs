@@ -141,25 +141,30 @@ async fn host_path_mounts() {
     }
     assert!(data.join("written").exists() && missing.join("made").exists());
 
-    // A host path below a regular file can be neither found nor created.
+    host_path_refusals(&mut p, &data).await;
+
+    remove_container(&mut p.rt, &id).await;
+    umount2(&sub, MntFlags::MNT_DETACH).expect("umount tmpfs");
+    p.d.teardown().await;
+}
+
+/// A host path below a regular file can be neither found nor created; rro needs ro.
+async fn host_path_refusals(p: &mut Pod, data: &Path) {
+    let private = MountPropagation::PropagationPrivate;
     let mut bad = container_config("bad", &p.busybox, &["true"]);
     bad.mounts = vec![host_mount("/x", &data.join("flag/x"), false, private)];
     let err = create(&mut p.rt, &p.id, &p.pod, &bad)
         .await
         .expect_err("ENOTDIR");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-    assert_eq!(list_containers(&mut p.rt).await.len(), 1);
-    let mut rw_rro = host_mount("/x", &data, false, private);
+    assert_eq!(list_containers(&mut p.rt).await.len(), 1, "only the first");
+    let mut rw_rro = host_mount("/x", data, false, private);
     rw_rro.recursive_read_only = true;
     bad.mounts = vec![rw_rro];
     let err = create(&mut p.rt, &p.id, &p.pod, &bad)
         .await
         .expect_err("rro rw");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-
-    remove_container(&mut p.rt, &id).await;
-    umount2(&sub, MntFlags::MNT_DETACH).expect("umount tmpfs");
-    p.d.teardown().await;
 }
 
 async fn remove_container(rt: &mut Runtime, id: &str) {
@@ -234,27 +239,7 @@ async fn mount_propagation() {
         ids.push((id, dir, prop));
     }
     for (id, dir, prop) in &ids {
-        let host_side = dir.join("from-host");
-        mount(
-            Some(&source),
-            &host_side,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .expect("host bind");
-        unmount_later.push(host_side);
-        let (_, out) = sh(&mut p.rt, id, "ls /m/from-host").await;
-        let sees_host = out.contains("flag");
-        assert_eq!(sees_host, *prop != PropagationPrivate, "{prop:?}: {out}");
-        let (code, out) = sh(&mut p.rt, id, "mount -t tmpfs tmpfs /m/from-container").await;
-        assert_eq!(code, 0, "{out}");
-        let back = dir.join("from-container");
-        let host_sees = is_mount_point(&back);
-        if host_sees {
-            unmount_later.push(back);
-        }
-        assert_eq!(host_sees, *prop == PropagationBidirectional, "{prop:?}");
+        unmount_later.extend(check_propagation(&mut p.rt, id, dir, &source, *prop).await);
     }
     for (id, ..) in &ids {
         remove_container(&mut p.rt, id).await;
@@ -263,6 +248,48 @@ async fn mount_propagation() {
         umount2(m, MntFlags::MNT_DETACH).unwrap_or_else(|e| panic!("umount {m:?}: {e}"));
     }
     p.d.teardown().await;
+}
+
+/// A host mount below `dir` reaches the container unless private; a container mount
+/// reaches the host only when bidirectional. Returns the host mounts to undo.
+async fn check_propagation(
+    rt: &mut Runtime,
+    id: &str,
+    dir: &Path,
+    source: &Path,
+    prop: MountPropagation,
+) -> Vec<PathBuf> {
+    let mut made = Vec::new();
+    let host_side = dir.join("from-host");
+    mount(
+        Some(source),
+        &host_side,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("host bind");
+    made.push(host_side);
+    let (_, out) = sh(rt, id, "ls /m/from-host").await;
+    let sees_host = out.contains("flag");
+    assert_eq!(
+        sees_host,
+        prop != MountPropagation::PropagationPrivate,
+        "{prop:?}: {out}"
+    );
+    let (code, out) = sh(rt, id, "mount -t tmpfs tmpfs /m/from-container").await;
+    assert_eq!(code, 0, "{out}");
+    let back = dir.join("from-container");
+    let host_sees = is_mount_point(&back);
+    if host_sees {
+        made.push(back);
+    }
+    assert_eq!(
+        host_sees,
+        prop == MountPropagation::PropagationBidirectional,
+        "{prop:?}"
+    );
+    made
 }
 
 fn is_mount_point(path: &Path) -> bool {
