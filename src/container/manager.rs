@@ -27,7 +27,7 @@ use crate::monitor::MonitorClient;
 use crate::sandbox::manager::PodManager;
 use crate::store::registry::{Entry, Registry};
 
-pub use super::record::{ContainerPhase, ContainerRecord};
+pub use super::record::{ContainerPhase, ContainerRecord, ImageVolume};
 
 const RECORD_FILE: &str = "container.json";
 const EXIT_FILE: &str = "exit.json";
@@ -216,7 +216,10 @@ impl ContainerManager {
             .containers
             .select(|_| true)?
             .into_iter()
-            .flat_map(|r| r.chain_ids)
+            .flat_map(|r| {
+                let volumes = r.image_volumes.into_iter().flat_map(|v| v.chain_ids);
+                r.chain_ids.into_iter().chain(volumes)
+            })
             .collect())
     }
 

@@ -8,3 +8,4 @@ pub mod spec;
 pub mod status;
 pub mod user;
 pub mod validate;
+pub mod volumes;

@@ -16,6 +16,15 @@ pub struct Exit {
     pub message: String,
 }
 
+/// An image mounted as a volume (CRI `Mount.image`): what status reports as its digest
+/// and the snapshots image removal must keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVolume {
+    pub container_path: String,
+    pub image_id: String,
+    pub chain_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerPhase {
     /// Being created; found in this phase at startup, it is torn down.
@@ -32,6 +41,9 @@ pub struct ContainerRecord {
     pub image_id: String,
     pub image_ref: String,
     pub chain_ids: Vec<String>,
+    /// Image volumes, in the order of their mounts.
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
     pub created_at: i64,
     pub started_at: i64,
     pub phase: ContainerPhase,

@@ -22,6 +22,7 @@ use oci_spec::runtime::{Process, Root, Spec, User};
 
 pub use super::error::SpecError;
 use crate::container::user::ResolvedUser;
+use crate::container::volumes::ResolvedDevice;
 
 /// Used when neither the image nor the CRI config sets PATH (same value as containerd).
 pub const DEFAULT_PATH_ENV: &str =
@@ -67,6 +68,10 @@ pub struct SpecInput<'a> {
     pub cgroups_path: &'a str,
     pub pod_files: PodFiles<'a>,
     pub user: &'a ResolvedUser,
+    /// The host side of each of `config.mounts`, same order (`container::volumes`).
+    pub mount_sources: &'a [PathBuf],
+    /// `config.devices` as host device nodes.
+    pub devices: &'a [ResolvedDevice],
 }
 
 /// The limits UpdateContainerResources writes to a container's cgroup, validated and
@@ -89,6 +94,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let modes = linux::NamespaceModes::from_cri(pod_options, sc)?;
     let mounts = mounts::build(&mounts::MountInput {
         config: input.config,
+        sources: input.mount_sources,
         pod_files: input.pod_files,
         readonly_rootfs: sc.is_some_and(|s| s.readonly_rootfs),
         privileged: sc.is_some_and(|s| s.privileged),

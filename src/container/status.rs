@@ -124,7 +124,7 @@ pub fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
         message: exit.map(|e| e.message).unwrap_or_default(),
         labels: rec.config.labels.clone(),
         annotations: rec.config.annotations.clone(),
-        mounts: rec.config.mounts.clone(),
+        mounts: mounts_of(rec),
         log_path: rec
             .log_path
             .as_ref()
@@ -141,6 +141,22 @@ pub fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
             }),
         user: None,
     }
+}
+
+/// The requested mounts, an image volume's with the id of the image it mounted
+/// (`ImageSpec.image_ref`, what kubelet reports as the volume's digest).
+fn mounts_of(rec: &ContainerRecord) -> Vec<cri::Mount> {
+    let mut mounts = rec.config.mounts.clone();
+    for m in &mut mounts {
+        let volume = rec
+            .image_volumes
+            .iter()
+            .find(|v| v.container_path == m.container_path);
+        if let (Some(v), Some(image)) = (volume, m.image.as_mut()) {
+            image.image_ref = v.image_id.clone();
+        }
+    }
+    mounts
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+use k8s_cri::v1::{ContainerConfig, Device, Mount, MountPropagation, PodSandboxConfig};
 
 use super::error::SpecError;
 use crate::validation::{InputError, check_abs_path, check_name, has_parent, no_nul};
@@ -30,8 +30,10 @@ pub fn validate_container_config(
         log_path(Path::new(&sandbox.log_directory), &c.log_path)?;
     }
     for m in &c.mounts {
-        check_abs_path("mount container_path", &m.container_path)?;
-        check_abs_path("mount host_path", &m.host_path)?;
+        check_mount(m)?;
+    }
+    for d in &c.devices {
+        check_device(d)?;
     }
     for kv in &c.envs {
         check_env(&kv.key, &kv.value)?;
@@ -39,13 +41,69 @@ pub fn validate_container_config(
     for arg in c.command.iter().chain(&c.args) {
         no_nul("command argument", arg)?;
     }
-    if !c.devices.is_empty() || !c.cdi_devices.is_empty() {
-        return Err(SpecError::unsupported(
-            "device passthrough (devices, CDI devices)",
-        ));
+    if !c.cdi_devices.is_empty() {
+        return Err(SpecError::unsupported("CDI devices"));
     }
     if !c.working_dir.is_empty() {
         check_abs_path("working_dir", &c.working_dir)?;
+    }
+    Ok(())
+}
+
+/// A host path or image volume, as api.proto's `Mount` allows it.
+fn check_mount(m: &Mount) -> Result<(), SpecError> {
+    check_abs_path("mount container_path", &m.container_path)?;
+    if m.recursive_read_only && !m.readonly {
+        return Err(SpecError::invalid(
+            "mount recursive_read_only",
+            &m.container_path,
+            "a recursive read-only mount must also be readonly",
+        ));
+    }
+    if m.recursive_read_only && m.propagation != MountPropagation::PropagationPrivate as i32 {
+        return Err(SpecError::invalid(
+            "mount recursive_read_only",
+            &m.container_path,
+            "a recursive read-only mount needs private propagation",
+        ));
+    }
+    let Some(image) = m.image.as_ref().filter(|i| !i.image.is_empty()) else {
+        if !m.image_sub_path.is_empty() {
+            return Err(SpecError::invalid(
+                "mount image_sub_path",
+                &m.image_sub_path,
+                "only an image volume has a sub path",
+            ));
+        }
+        return Ok(check_abs_path("mount host_path", &m.host_path)?);
+    };
+    let reason = if !m.host_path.is_empty() {
+        "an image volume must not have a host_path too"
+    } else if !m.readonly {
+        "an image volume must be readonly"
+    } else if m.image_sub_path.starts_with('/') {
+        "image_sub_path must be relative to the image's root"
+    } else if has_parent(Path::new(&m.image_sub_path)) {
+        "image_sub_path must not contain '..'"
+    } else if m.image_sub_path.contains('\0') {
+        "image_sub_path must not contain NUL bytes"
+    } else {
+        return Ok(no_nul("mount image", &image.image)?);
+    };
+    let value = format!("{} ({})", m.container_path, m.image_sub_path);
+    Err(SpecError::invalid("image volume mount", value, reason))
+}
+
+/// A device the container gets: its host node, its path inside, and cgroup access.
+fn check_device(d: &Device) -> Result<(), SpecError> {
+    check_abs_path("device host_path", &d.host_path)?;
+    check_abs_path("device container_path", &d.container_path)?;
+    if d.permissions.is_empty() || !d.permissions.chars().all(|c| "rwm".contains(c)) {
+        return Err(SpecError::invalid(
+            "device permissions",
+            &d.permissions,
+            "must be one or more of 'r', 'w' and 'm'",
+        ));
     }
     Ok(())
 }
@@ -152,8 +210,44 @@ mod tests {
         }
     }
 
+    fn device(host: &str, permissions: &str) -> Device {
+        Device {
+            host_path: host.into(),
+            container_path: "/dev/x".into(),
+            permissions: permissions.into(),
+        }
+    }
+
+    fn image_mount(sub_path: &str) -> Mount {
+        Mount {
+            container_path: "/mnt/image".into(),
+            image: Some(ImageSpec {
+                image: "sha256:abc".into(),
+                ..Default::default()
+            }),
+            image_sub_path: sub_path.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ro_image_mount(sub_path: &str) -> Mount {
+        Mount {
+            readonly: true,
+            ..image_mount(sub_path)
+        }
+    }
+
     #[test]
     fn accepts_a_valid_config() {
+        check(|c| c.mounts = vec![ro_image_mount(""), ro_image_mount("etc/./ssl")])
+            .expect("image volumes");
+        check(|c| c.devices = vec![device("/dev/fuse", "mrw")]).expect("device");
+        check(|c| {
+            c.mounts = vec![mount("/d", "/h")];
+            c.mounts[0].readonly = true;
+            c.mounts[0].recursive_read_only = true;
+        })
+        .expect("rro");
         check(|_| {}).expect("valid");
         check(|c| c.log_path.clear()).expect("no log path");
         check(|c| c.working_dir.clear()).expect("no working dir");
@@ -202,18 +296,51 @@ mod tests {
             }),
             ("NUL arg", |c| c.args = vec!["a\0b".into()]),
             ("relative cwd", |c| c.working_dir = "srv".into()),
-            ("devices", |c| c.devices = vec![Device::default()]),
+            ("empty device", |c| c.devices = vec![Device::default()]),
+            ("device perms", |c| {
+                c.devices = vec![device("/dev/null", "x")]
+            }),
+            ("relative device", |c| {
+                c.devices = vec![device("/dev/null", "rw")];
+                c.devices[0].container_path = "null".into();
+            }),
+            ("rro not ro", |c| {
+                c.mounts = vec![mount("/d", "/h")];
+                c.mounts[0].recursive_read_only = true;
+            }),
+            ("rro rslave", |c| {
+                c.mounts = vec![mount("/d", "/h")];
+                c.mounts[0].readonly = true;
+                c.mounts[0].recursive_read_only = true;
+                c.mounts[0].propagation = MountPropagation::PropagationHostToContainer as i32;
+            }),
+            ("image volume rw", |c| c.mounts = vec![image_mount("")]),
+            ("image and host path", |c| {
+                c.mounts = vec![image_mount("")];
+                c.mounts[0].readonly = true;
+                c.mounts[0].host_path = "/h".into();
+            }),
+            ("sub path escape", |c| {
+                c.mounts = vec![ro_image_mount("a/../../x")]
+            }),
+            ("absolute sub path", |c| {
+                c.mounts = vec![ro_image_mount("/etc")]
+            }),
+            ("sub path on host mount", |c| {
+                c.mounts = vec![mount("/d", "/h")];
+                c.mounts[0].image_sub_path = "etc".into();
+            }),
         ];
         for (what, mutate) in cases {
             let err = check(*mutate).expect_err(what);
             let kind = crate::error::Classify::kind(&err);
-            let want = if *what == "devices" {
-                crate::error::Kind::Unimplemented
-            } else {
-                crate::error::Kind::InvalidArgument
-            };
-            assert_eq!(kind, want, "{what}: {err}");
+            assert_eq!(kind, crate::error::Kind::InvalidArgument, "{what}: {err}");
         }
+        let err = check(|c| c.cdi_devices = vec![Default::default()]).expect_err("cdi");
+        assert_eq!(
+            crate::error::Classify::kind(&err),
+            crate::error::Kind::Unimplemented
+        );
     }
 
     #[test]

@@ -306,6 +306,7 @@ impl RuntimeService for RuntimeApi {
                 conditions: vec![runtime, network],
             }),
             info,
+            runtime_handlers: vec![default_handler()],
             ..Default::default()
         }))
     }
@@ -355,5 +356,18 @@ impl RuntimeService for RuntimeApi {
                 cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
             }),
         }))
+    }
+}
+
+/// The one runtime handler, the built-in runtime ("" is the default handler). kubelet
+/// lets pods ask for recursive read-only mounts only where this says so.
+fn default_handler() -> cri::RuntimeHandler {
+    cri::RuntimeHandler {
+        name: String::new(),
+        features: Some(cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: crate::runtime::supports_recursive_readonly(),
+            // User namespaces and id-mapped mounts are not implemented yet.
+            user_namespaces: false,
+        }),
     }
 }

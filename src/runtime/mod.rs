@@ -109,6 +109,8 @@ pub struct ExecOptions<'a> {
     pub stdio: Stdio,
 }
 
+pub use mounts::supports_recursive_readonly;
+pub use paths::resolve_in_root;
 pub use process::ExecTarget;
 
 mod bundle;

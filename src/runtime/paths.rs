@@ -14,7 +14,7 @@ const MAX_SYMLINKS: usize = 40;
 /// `path` (absolute or relative, interpreted inside `root`) resolved to a host path under
 /// `root`, following symlinks as the container would see them. Components that do not
 /// exist yet are kept as they are (mount targets are created afterwards).
-pub(super) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, RuntimeError> {
+pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, RuntimeError> {
     let mut pending: VecDeque<OsString> = components(path);
     let mut resolved: Vec<OsString> = Vec::new();
     let mut links = 0;

@@ -24,14 +24,7 @@ pub(super) fn setup(
         .and_then(|l| l.rootfs_propagation().as_ref())
         .and_then(|p| parse_options(std::slice::from_ref(p)).propagation)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    // Keep our mounts from propagating back to the host (and the host's from arriving
-    // unless the spec asks for it).
-    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
-        .map_err(sys_err("make / rslave"))?;
-    // pivot_root needs the new root to be a mount point.
-    let rec_bind = MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount(Some(rootfs), rootfs, None::<&str>, rec_bind, None::<&str>)
-        .map_err(sys_err("bind rootfs"))?;
+    prepare_root(rootfs, propagation)?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
         if !is_cgroupfs(m) {
             mount_entry(rootfs, m)?;
@@ -48,7 +41,44 @@ pub(super) fn setup(
         // An image's working directory need not exist yet (runc creates it too).
         create_dir(&resolve_in_root(rootfs, process.cwd())?)?;
     }
-    enter_root(rootfs)
+    enter_root(rootfs)?;
+    // A shared root is made so only now, on the container's own "/": applied before the
+    // pivot it would have made the rootfs mount a peer of the host's and pivot_root
+    // refuses a shared mount (EINVAL). runc orders it the same way.
+    if !propagation.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE) {
+        mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+            .map_err(sys_err("apply rootfs propagation"))?;
+    }
+    Ok(())
+}
+
+/// Sets the propagation of every mount we inherited (rslave by default: ours do not
+/// reach the host, the host's still arrive), keeps the rootfs' own mount from being
+/// shared, and makes the rootfs a mount point, which pivot_root needs.
+fn prepare_root(rootfs: &Path, propagation: MsFlags) -> Result<(), RuntimeError> {
+    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+        .map_err(sys_err("set / propagation"))?;
+    // The mount holding the rootfs must not be shared: pivot_root checks the new root's
+    // parent, and a bind below a shared mount would propagate to the host.
+    let parent_flag = if propagation.contains(MsFlags::MS_SLAVE) {
+        MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_PRIVATE
+    };
+    let mut at = rootfs;
+    loop {
+        match mount(None::<&str>, at, None::<&str>, parent_flag, None::<&str>) {
+            Ok(()) => break,
+            // EINVAL: not a mount point; go up to the one that holds it.
+            Err(nix::Error::EINVAL) if at.parent().is_some() => {
+                at = at.parent().unwrap_or(Path::new("/"));
+            }
+            Err(e) => return Err(io_err("set propagation of the rootfs' mount", at, e.into())),
+        }
+    }
+    let rec_bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(rootfs), rootfs, None::<&str>, rec_bind, None::<&str>)
+        .map_err(sys_err("bind rootfs"))
 }
 
 /// The read-only and hiding steps, run inside the new root after the steps that still

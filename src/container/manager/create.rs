@@ -6,14 +6,15 @@ use k8s_cri::v1 as cri;
 use tracing::{info, warn};
 
 use super::{
-    ContainerEntry, ContainerManager, ContainerPhase, ContainerRecord, EXIT_FILE, KILL_GRACE,
-    resolve_log_path,
+    ContainerEntry, ContainerManager, ContainerPhase, ContainerRecord, EXIT_FILE, ImageVolume,
+    KILL_GRACE, resolve_log_path,
 };
 use crate::container::record::name_key;
 use crate::container::rootfs::{self, Overlay};
 use crate::container::spec::{self, NamespacePaths, PodFiles, SpecInput};
 use crate::container::user::resolve_user;
 use crate::container::validate::validate_container_config;
+use crate::container::volumes::{self, VolumeLayers};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::image::Image;
@@ -32,7 +33,12 @@ struct BundleJob {
     data: PathBuf,
     ns: crate::sandbox::namespaces::PodNamespaces,
     pod_dir: PathBuf,
+    /// For each CRI mount, the layers of its image when it is an image volume.
+    volume_layers: Vec<Option<VolumeLayers>>,
 }
+
+/// Under the bundle: the image volumes' mount points (`container::volumes`).
+const VOLUMES_DIR: &str = "volumes";
 
 impl ContainerManager {
     pub async fn create(&self, req: cri::CreateContainerRequest) -> Result<String> {
@@ -63,7 +69,8 @@ impl ContainerManager {
                 what: "image",
                 id: image_name.clone(),
             })?;
-        let record = new_record(&pod, config, &image)?;
+        let volumes = self.volume_images(&config)?;
+        let record = new_record(&pod, config, &image, &volumes)?;
         let id = record.id.clone();
         // Every failure from here on drops `name`, which frees it for a retry.
         let name = self
@@ -71,7 +78,7 @@ impl ContainerManager {
             .reserve_name(name_key(&pod.id, &record.config), &id)?;
         let entry = self.containers.insert(record.clone()).await?;
         let _op = entry.exclusive().await;
-        if let Err(e) = self.setup(&record, pod, image, image_name).await {
+        if let Err(e) = self.setup(&record, pod, image, image_name, volumes).await {
             warn!(container = %id, error = %e, "create container failed; rolling back");
             if self.undo_creation(&entry).await? {
                 name.keep();
@@ -92,8 +99,18 @@ impl ContainerManager {
         pod: PodRecord,
         image: Image,
         image_name: String,
+        volumes: Vec<Option<Image>>,
     ) -> Result<()> {
+        let volume_layers = volumes
+            .iter()
+            .map(|v| {
+                v.as_ref().map(|i| VolumeLayers {
+                    lower: self.images.snapshot_dirs(i),
+                })
+            })
+            .collect();
         let job = BundleJob {
+            volume_layers,
             lower: self.images.snapshot_dirs(&image),
             bundle: self.bundle(&rec.id),
             data: self.data_dir(&rec.id),
@@ -120,6 +137,28 @@ impl ContainerManager {
             })
             .await?;
         Ok(())
+    }
+
+    /// The image of each image volume mount (None for a host path). kubelet pulls them
+    /// first, so one that is not here is NotFound, before anything is acquired.
+    fn volume_images(&self, config: &cri::ContainerConfig) -> Result<Vec<Option<Image>>> {
+        config
+            .mounts
+            .iter()
+            .map(|m| {
+                let Some(spec) = m.image.as_ref().filter(|i| !i.image.is_empty()) else {
+                    return Ok(None);
+                };
+                let image = self
+                    .images
+                    .get(&spec.image)
+                    .ok_or_else(|| Error::NotFound {
+                        what: "image for image volume",
+                        id: spec.image.clone(),
+                    })?;
+                Ok(Some(image))
+            })
+            .collect()
     }
 
     /// Rolls back a container that was never created; returns whether it stays recorded.
@@ -163,6 +202,8 @@ impl ContainerManager {
             {
                 warn!(container = %id, error = %e, "destroying container cgroup");
             }
+            // Before anything under the bundle is deleted: never through a mount.
+            volumes::release(&bundle.join(VOLUMES_DIR))?;
             rootfs::unmount(&bundle.join("rootfs"))?;
             match std::fs::remove_dir_all(&bundle) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -183,7 +224,20 @@ fn new_record(
     pod: &PodRecord,
     config: cri::ContainerConfig,
     image: &Image,
+    volumes: &[Option<Image>],
 ) -> Result<ContainerRecord> {
+    let image_volumes = config
+        .mounts
+        .iter()
+        .zip(volumes)
+        .filter_map(|(m, image)| {
+            image.as_ref().map(|i| ImageVolume {
+                container_path: m.container_path.clone(),
+                image_id: i.id.clone(),
+                chain_ids: i.chain_ids.clone(),
+            })
+        })
+        .collect();
     Ok(ContainerRecord {
         id: crate::id::new_id(),
         pod_id: pod.id.clone(),
@@ -194,6 +248,7 @@ fn new_record(
             .cloned()
             .unwrap_or(image.id.clone()),
         chain_ids: image.chain_ids.clone(),
+        image_volumes,
         log_path: resolve_log_path(pod, &config)?,
         config,
         created_at: crate::id::now_ns(),
@@ -229,6 +284,11 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
         .as_ref()
         .and_then(|l| l.security_context.as_ref());
     let user = resolve_user(&rootfs_dir, &image_user, sc)?;
+    let config = &job.rec.config;
+    let volumes_dir = job.bundle.join(VOLUMES_DIR);
+    let mount_sources = volumes::prepare_sources(&config.mounts, &job.volume_layers, &volumes_dir)?;
+    let devices = volumes::resolve_devices(&config.devices)?;
+    fault::inject("container-spec")?;
     let cgroups_path = format!("{}/{}", job.pod.cgroup, job.rec.id);
     let spec = spec::generate(&SpecInput {
         sandbox_id: &job.pod.id,
@@ -249,6 +309,8 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
             hostname: &job.pod_dir.join("hostname"),
         },
         user: &user,
+        mount_sources: &mount_sources,
+        devices: &devices,
     })?;
     let config_json = job.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec)

@@ -10,11 +10,12 @@ use k8s_cri::v1::{
     NamespaceOption,
 };
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType,
-    LinuxNamespace, LinuxNamespaceType, LinuxResources,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxDevice, LinuxDeviceCgroup,
+    LinuxDeviceType, LinuxNamespace, LinuxNamespaceType, LinuxResources,
 };
 
 use super::{SpecError, SpecInput};
+use crate::container::volumes::ResolvedDevice;
 
 /// containerd's default capability set for non-privileged containers.
 pub const DEFAULT_CAPABILITIES: &[Capability] = &[
@@ -205,12 +206,13 @@ pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
         Some(r) => super::resources::limits(r)?,
         None => LinuxResources::default(),
     };
-    limits.set_devices(Some(device_rules()));
+    let (devices, rules) = devices(input.spec.devices);
+    limits.set_devices(Some(device_rules().into_iter().chain(rules).collect()));
     linux.set_resources(Some(limits));
     linux.set_cgroups_path(Some(PathBuf::from(input.spec.cgroups_path)));
     linux.set_sysctl(Some(sysctls(input)?));
     linux.set_rootfs_propagation(input.rootfs_propagation.clone());
-    linux.set_devices(None);
+    linux.set_devices((!devices.is_empty()).then_some(devices));
     let (masked, readonly) = if privileged {
         (Vec::new(), Vec::new())
     } else {
@@ -318,6 +320,36 @@ pub(super) fn oom_score_adj(config: &ContainerConfig) -> Result<Option<i32>, Spe
 
 fn container_resources(config: &ContainerConfig) -> Option<&LinuxContainerResources> {
     config.linux.as_ref()?.resources.as_ref()
+}
+
+/// The CRI devices as spec devices, and the cgroup rules that let the container use them
+/// with the permissions asked for (containerd's WithDevices).
+fn devices(resolved: &[ResolvedDevice]) -> (Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>) {
+    resolved
+        .iter()
+        .map(|d| {
+            let typ = if d.typ == 'b' {
+                LinuxDeviceType::B
+            } else {
+                LinuxDeviceType::C
+            };
+            let mut dev = LinuxDevice::default();
+            dev.set_path(d.container_path.clone());
+            dev.set_typ(typ);
+            dev.set_major(d.major as i64);
+            dev.set_minor(d.minor as i64);
+            dev.set_file_mode(Some(d.file_mode));
+            dev.set_uid(Some(d.uid));
+            dev.set_gid(Some(d.gid));
+            let mut rule = LinuxDeviceCgroup::default();
+            rule.set_allow(true);
+            rule.set_typ(Some(typ));
+            rule.set_major(Some(d.major as i64));
+            rule.set_minor(Some(d.minor as i64));
+            rule.set_access(Some(d.permissions.clone()));
+            (dev, rule)
+        })
+        .unzip()
 }
 
 /// Deny every device, then allow the standard character devices.

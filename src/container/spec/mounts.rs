@@ -13,6 +13,9 @@ use super::{PodFiles, SpecError};
 
 pub(super) struct MountInput<'a> {
     pub config: &'a ContainerConfig,
+    /// What to bind for each of `config.mounts` (same order): the resolved host path or
+    /// the mounted image volume.
+    pub sources: &'a [PathBuf],
     pub pod_files: PodFiles<'a>,
     pub readonly_rootfs: bool,
     /// Privileged containers get writable sysfs and cgroupfs, as in containerd.
@@ -74,10 +77,19 @@ const DEFAULT_MOUNTS: &[(&str, &str, &str, &[&str])] = &[
 ];
 
 pub(super) fn build(input: &MountInput) -> Result<Mounts, SpecError> {
-    let mut cri: Vec<&CriMount> = input.config.mounts.iter().collect();
+    let mut cri: Vec<(&CriMount, &Path)> = input
+        .config
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let source = input.sources.get(i).map(PathBuf::as_path);
+            (m, source.unwrap_or(Path::new(&m.host_path)))
+        })
+        .collect();
     // Stable sort keeps the request's order among mounts of equal depth.
-    cri.sort_by_key(|m| depth(&m.container_path));
-    let overridden: Vec<PathBuf> = cri.iter().map(|m| clean(&m.container_path)).collect();
+    cri.sort_by_key(|(m, _)| depth(&m.container_path));
+    let overridden: Vec<PathBuf> = cri.iter().map(|(m, _)| clean(&m.container_path)).collect();
     let dev_overridden = overridden.iter().any(|p| p == Path::new("/dev"));
     let keep = |dest: &str| {
         let dest = clean(dest);
@@ -109,18 +121,13 @@ pub(super) fn build(input: &MountInput) -> Result<Mounts, SpecError> {
     }
 
     let mut rootfs_propagation: Option<String> = None;
-    for m in cri {
+    for (m, source) in cri {
         let (options, needs) = bind_options(m)?;
         // rshared wins over rslave: a bidirectional mount needs a shared rootfs.
         if needs.is_some() && rootfs_propagation.as_deref() != Some("rshared") {
             rootfs_propagation = needs.map(str::to_string);
         }
-        mounts.push(mount(
-            &m.container_path,
-            "bind",
-            Path::new(&m.host_path),
-            &options,
-        ));
+        mounts.push(mount(&m.container_path, "bind", source, &options));
     }
     Ok(Mounts {
         mounts,
@@ -143,26 +150,19 @@ fn bind_options(m: &CriMount) -> Result<(Vec<&'static str>, Option<&'static str>
             ));
         }
     };
-    if m.recursive_read_only {
-        return Err(SpecError::unsupported(format!(
-            "recursive read-only mount of {}",
-            m.container_path
-        )));
-    }
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(SpecError::unsupported(format!(
             "id-mapped mount of {}",
             m.container_path
         )));
     }
-    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-        return Err(SpecError::unsupported(format!(
-            "image volume mount of {}",
-            m.container_path
-        )));
-    }
     // As in containerd, a read-only rootfs does not make the volumes read-only.
-    let mode = if m.readonly { "ro" } else { "rw" };
+    // Validation has made sure `rro` comes with readonly and private propagation.
+    let mode = match (m.readonly, m.recursive_read_only) {
+        (true, true) => "rro",
+        (true, false) => "ro",
+        (false, _) => "rw",
+    };
     Ok((vec!["rbind", propagation, mode], rootfs))
 }
 

@@ -11,6 +11,7 @@ use oci_spec::image::{Config as ImageConfig, ImageConfiguration};
 use oci_spec::runtime::{Mount, Spec};
 
 use super::*;
+use crate::container::volumes::ResolvedDevice;
 use crate::error::{Classify, Kind};
 
 const ROOTFS: &str = "/run/crius/c1/rootfs";
@@ -26,6 +27,8 @@ pub(super) struct Fixture {
     pub(super) sandbox: PodSandboxConfig,
     pub(super) image: ImageConfig,
     pub(super) user: ResolvedUser,
+    pub(super) mount_sources: Vec<std::path::PathBuf>,
+    pub(super) devices: Vec<ResolvedDevice>,
 }
 
 impl Fixture {
@@ -56,6 +59,8 @@ impl Fixture {
                 gid: 100,
                 additional_gids: vec![100, 44],
             },
+            mount_sources: Vec::new(),
+            devices: Vec::new(),
         }
     }
 
@@ -81,6 +86,8 @@ impl Fixture {
                 hostname: Path::new(HOSTNAME),
             },
             user: &self.user,
+            mount_sources: &self.mount_sources,
+            devices: &self.devices,
         })
     }
 
@@ -374,6 +381,73 @@ fn cri_mounts_override_defaults_and_are_ordered_by_depth() {
         .map(|m| m.destination().to_string_lossy().into_owned())
         .collect();
     assert_eq!(order, ["/a", "/dev/", "/etc/hosts", "/a/b/c"]);
+}
+
+#[test]
+fn recursive_read_only_is_rro() {
+    let mut f = Fixture::new();
+    let mut m = cri_mount("/data", "/h", true, MountPropagation::PropagationPrivate);
+    m.recursive_read_only = true;
+    f.config.mounts = vec![m];
+    let spec = f.generate().expect("spec");
+    let m = mount(&spec, "/data").expect("data");
+    assert_eq!(options(m), strings(&["rbind", "rprivate", "rro"]));
+}
+
+#[test]
+fn resolved_sources_replace_host_paths_whatever_the_order() {
+    let mut f = Fixture::new();
+    let private = MountPropagation::PropagationPrivate;
+    f.config.mounts = vec![
+        cri_mount("/a/b", "/link/ab", false, private),
+        cri_mount("/img", "", true, private),
+        cri_mount("/a", "/link/a", false, private),
+    ];
+    f.mount_sources = ["/real/ab", "/bundle/volumes/1", "/real/a"]
+        .map(std::path::PathBuf::from)
+        .to_vec();
+    let spec = f.generate().expect("spec");
+    let source = |dest| mount(&spec, dest).and_then(|m| m.source().clone());
+    assert_eq!(source("/a/b").as_deref(), Some(Path::new("/real/ab")));
+    assert_eq!(
+        source("/img").as_deref(),
+        Some(Path::new("/bundle/volumes/1"))
+    );
+    assert_eq!(source("/a").as_deref(), Some(Path::new("/real/a")));
+    let img = mount(&spec, "/img").expect("img");
+    assert_eq!(options(img), strings(&["rbind", "rprivate", "ro"]));
+}
+
+#[test]
+fn devices_and_their_cgroup_rules() {
+    let mut f = Fixture::new();
+    f.devices = vec![ResolvedDevice {
+        container_path: "/dev/fuse0".into(),
+        typ: 'c',
+        major: 10,
+        minor: 229,
+        file_mode: 0o666,
+        uid: 0,
+        gid: 0,
+        permissions: "rw".into(),
+    }];
+    let spec = f.generate().expect("spec");
+    let devices = linux(&spec).devices().clone().expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].path(), Path::new("/dev/fuse0"));
+    assert_eq!((devices[0].major(), devices[0].minor()), (10, 229));
+    let rules = linux(&spec)
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .expect("rules");
+    let last = rules.last().expect("a rule");
+    assert!(last.allow());
+    assert_eq!((last.major(), last.minor()), (Some(10), Some(229)));
+    assert_eq!(last.access().as_deref(), Some("rw"));
+    assert!(!rules[0].allow(), "deny all comes first");
+    let none = Fixture::new().generate().expect("spec");
+    assert!(linux(&none).devices().is_none());
 }
 
 #[test]
