@@ -10,6 +10,7 @@ mod bad_input;
 mod bench;
 mod bench_client;
 mod containers;
+mod events;
 mod fixtures;
 mod harness;
 mod idempotence;

@@ -8,12 +8,13 @@
 //! removed under a create.
 
 mod create;
+mod events;
 mod observe;
 mod stop;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use super::status::{matches_filter, status_of, summary_of};
 use crate::error::{Error, Result};
+use crate::events::{ChangeReceiver, Changes, EventType, Hub};
 use crate::image::ImageStore;
 use crate::monitor::MonitorClient;
 use crate::sandbox::manager::PodManager;
@@ -44,16 +46,24 @@ pub struct ContainerManager {
     containers: Registry<ContainerRecord>,
     pods: Arc<PodManager>,
     images: Arc<ImageStore>,
+    /// Where pod and container changes are reported (`crate::events`).
+    changes: Changes,
+    /// The changes, until `start_events` takes them to build CRI events from.
+    pending: Mutex<Option<ChangeReceiver>>,
+    /// GetContainerEvents subscribers.
+    hub: Hub,
 }
 
 /// How long after SIGKILL a container may take to be reaped before stop gives up.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 impl ContainerManager {
+    /// `changes` is the reporting end of `pending`, shared with the pod manager.
     pub fn new(
         settings: ContainerSettings,
         pods: Arc<PodManager>,
         images: Arc<ImageStore>,
+        (changes, pending): (Changes, ChangeReceiver),
     ) -> Self {
         let containers = Registry::new("container", settings.records.clone(), RECORD_FILE);
         ContainerManager {
@@ -61,6 +71,9 @@ impl ContainerManager {
             containers,
             pods,
             images,
+            changes,
+            pending: Mutex::new(Some(pending)),
+            hub: Hub::default(),
         }
     }
 
@@ -94,6 +107,8 @@ impl ContainerManager {
                 r.started_at = started;
             })
             .await?;
+        self.changes
+            .container(EventType::ContainerStartedEvent, &rec.id, &rec.pod_id);
         info!(container = %rec.id, "container started");
         Ok(())
     }
@@ -108,6 +123,8 @@ impl ContainerManager {
             return Err(e);
         }
         self.containers.forget(&rec).await?;
+        self.changes
+            .container(EventType::ContainerDeletedEvent, &rec.id, &rec.pod_id);
         info!(container = %rec.id, "container removed");
         Ok(())
     }

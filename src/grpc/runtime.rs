@@ -58,9 +58,10 @@ impl RuntimeService for RuntimeApi {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let pods = self.pods.clone();
+        let containers = self.containers.clone();
         let r = to_completion(
-            async move { pods.run(req).await }.instrument(span!("RunPodSandbox", name = name)),
+            async move { containers.run_pod(req).await }
+                .instrument(span!("RunPodSandbox", name = name)),
         )
         .await;
         reply(r.map(|pod_sandbox_id| cri::RunPodSandboxResponse { pod_sandbox_id }))
@@ -71,9 +72,9 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Rpc<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let pods = self.pods.clone();
+        let containers = self.containers.clone();
         let span = span!("StopPodSandbox", pod = id);
-        let r = to_completion(async move { pods.stop(&id).await }.instrument(span)).await;
+        let r = to_completion(async move { containers.stop_pod(&id).await }.instrument(span)).await;
         reply(r.map(|()| cri::StopPodSandboxResponse {}))
     }
 
@@ -317,7 +318,10 @@ impl RuntimeService for RuntimeApi {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        use tokio_stream::StreamExt;
+        let events = self.containers.subscribe()?;
+        let stream = events.map(|r| r.map_err(|e| Status::from(Error::from(e))));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(

@@ -15,6 +15,7 @@ use crate::container::spec::{self, NamespacePaths, PodFiles, SpecInput};
 use crate::container::user::resolve_user;
 use crate::container::validate::validate_container_config;
 use crate::error::{Error, Result};
+use crate::events::EventType;
 use crate::fault;
 use crate::image::Image;
 use crate::monitor::proto;
@@ -82,6 +83,8 @@ impl ContainerManager {
             .save(&entry, |r| r.phase = ContainerPhase::Created)
             .await?;
         name.keep();
+        self.changes
+            .container(EventType::ContainerCreatedEvent, &id, &record.pod_id);
         info!(container = %id, pod = %record.pod_id, "container created");
         Ok(id)
     }
