@@ -72,6 +72,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let listener = grpc::bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), "crius ready");
     let services = grpc::Services {
+        config: cfg.clone(),
         pods,
         containers,
         images,

@@ -21,3 +21,4 @@ mod pods;
 mod restart;
 mod rollback;
 mod selftest;
+mod verbose;

@@ -9,10 +9,11 @@
 
 mod create;
 mod events;
+mod info;
 mod observe;
 mod stop;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -151,10 +152,19 @@ impl ContainerManager {
         Ok(out)
     }
 
-    pub async fn status(&self, wanted: &str) -> Result<cri::ContainerStatus> {
+    /// ContainerStatus; with `verbose`, also the info map `crictl inspect` shows.
+    pub async fn status(
+        &self,
+        wanted: &str,
+        verbose: bool,
+    ) -> Result<(cri::ContainerStatus, HashMap<String, String>)> {
         let rec = self.containers.get(wanted)?;
         let o = self.observe(&rec).await?;
-        Ok(status_of(&rec, &o))
+        let info = match verbose {
+            true => self.info(&rec, &o).await?,
+            false => HashMap::new(),
+        };
+        Ok((status_of(&rec, &o), info))
     }
 
     pub async fn list(&self, filter: Option<&cri::ContainerFilter>) -> Result<Vec<cri::Container>> {

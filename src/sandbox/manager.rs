@@ -6,6 +6,9 @@
 //! exclusively, container creation in the pod takes it shared. Blocking work (namespace
 //! threads, mounts, cgroup files, fsync) runs on tokio's blocking pool.
 
+mod info;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -313,15 +316,23 @@ impl PodManager {
 
     /// The pod's status. A Ready pod whose monitor has died (and its containers with
     /// it) is recorded NotReady here, so kubelet recreates it instead of waiting forever.
-    pub async fn status(&self, wanted: &str) -> Result<cri::PodSandboxStatus> {
+    /// With `verbose`, also the info map `crictl inspectp` shows.
+    pub async fn status(
+        &self,
+        wanted: &str,
+        verbose: bool,
+    ) -> Result<(cri::PodSandboxStatus, HashMap<String, String>)> {
         let entry = self.entry(wanted)?;
-        let rec = entry.get()?;
+        let mut rec = entry.get()?;
         if rec.phase == PodPhase::Ready && !self.monitor_alive(&rec.id).await {
             warn!(pod = %rec.id, "monitor is gone; pod is no longer ready");
-            let rec = self.mark_not_ready(&entry).await?;
-            return Ok(status_of(&rec));
+            rec = self.mark_not_ready(&entry).await?;
         }
-        Ok(status_of(&rec))
+        let info = match verbose {
+            true => self.info(&rec).await?,
+            false => HashMap::new(),
+        };
+        Ok((status_of(&rec), info))
     }
 
     /// Records the pod NotReady; the one call that turns a Ready pod NotReady reports

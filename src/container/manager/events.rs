@@ -139,7 +139,7 @@ impl ContainerManager {
                 Err(e) if e.is_unavailable() => {
                     // The monitor is gone: a pod status check records it, and the
                     // containers' exits are read from what the monitor left on disk.
-                    let _ = self.pods.status(pod_id).await;
+                    let _ = self.pods.status(pod_id, false).await;
                     self.sweep(pod_id).await;
                     return;
                 }
