@@ -136,12 +136,10 @@ impl ContainerManager {
                         }
                     }
                 }
+                // Gone, or only refusing (at its connection limit): a pod status check
+                // tells them apart and records a dead monitor (the pod stops).
                 Err(e) if e.is_unavailable() => {
-                    // The monitor is gone: a pod status check records it, and the
-                    // containers' exits are read from what the monitor left on disk.
                     let _ = self.pods.status(pod_id, false).await;
-                    self.sweep(pod_id).await;
-                    return;
                 }
                 Err(e) => warn!(pod = %pod_id, error = %e, "subscribing to container exits"),
             }
@@ -150,6 +148,7 @@ impl ContainerManager {
                 .get(pod_id)
                 .is_ok_and(|p| p.phase == PodPhase::Ready);
             if !ready {
+                // The containers' exits are read from what the monitor left on disk.
                 self.sweep(pod_id).await;
                 return;
             }
