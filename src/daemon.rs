@@ -42,6 +42,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         layout.images.clone(),
         cfg.registry.config_path.clone(),
     )?);
+    let changes = crate::events::Changes::channel();
     let pods = Arc::new(PodManager::new(
         PodSettings {
             records: layout.pods.clone(),
@@ -52,6 +53,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         },
         Cni::new(cfg.cni.conf_dir.clone(), cfg.cni.bin_dirs.clone())
             .with_result_cache(cfg.run_root.join("cni-results")),
+        changes.0.clone(),
     ));
     let containers = Arc::new(ContainerManager::new(
         ContainerSettings {
@@ -61,14 +63,17 @@ pub async fn run(cfg: Config) -> Result<()> {
         },
         pods.clone(),
         images.clone(),
+        changes,
     ));
     pods.recover().await?;
     containers.recover().await?;
+    containers.start_events()?;
     // A pull or removal cut short by a crash can leave unreferenced snapshots and blobs.
     images.prune(&containers.chain_ids_in_use()?);
     let listener = grpc::bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), "crius ready");
     let services = grpc::Services {
+        config: cfg.clone(),
         pods,
         containers,
         images,

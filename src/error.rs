@@ -18,6 +18,8 @@ pub enum Kind {
     DeadlineExceeded,
     Unavailable,
     Unimplemented,
+    /// A bounded resource ran out (an event subscriber fell behind, too many subscribers).
+    ResourceExhausted,
     Internal,
 }
 

@@ -4,6 +4,7 @@ mod config;
 mod container;
 mod daemon;
 mod error;
+mod events;
 mod fault;
 mod grpc;
 mod id;

@@ -8,13 +8,15 @@
 //! removed under a create.
 
 mod create;
+mod events;
+mod info;
 mod observe;
 mod stop;
 mod update;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
@@ -22,6 +24,7 @@ use tracing::{info, warn};
 
 use super::status::{matches_filter, status_of, summary_of};
 use crate::error::{Error, Result};
+use crate::events::{ChangeReceiver, Changes, EventType, Hub};
 use crate::image::ImageStore;
 use crate::monitor::MonitorClient;
 use crate::sandbox::manager::PodManager;
@@ -47,16 +50,24 @@ pub struct ContainerManager {
     containers: Registry<ContainerRecord>,
     pods: Arc<PodManager>,
     images: Arc<ImageStore>,
+    /// Where pod and container changes are reported (`crate::events`).
+    changes: Changes,
+    /// The changes, until `start_events` takes them to build CRI events from.
+    pending: Mutex<Option<ChangeReceiver>>,
+    /// GetContainerEvents subscribers.
+    hub: Hub,
 }
 
 /// How long after SIGKILL a container may take to be reaped before stop gives up.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 impl ContainerManager {
+    /// `changes` is the reporting end of `pending`, shared with the pod manager.
     pub fn new(
         settings: ContainerSettings,
         pods: Arc<PodManager>,
         images: Arc<ImageStore>,
+        (changes, pending): (Changes, ChangeReceiver),
     ) -> Self {
         let containers = Registry::new("container", settings.records.clone(), RECORD_FILE);
         ContainerManager {
@@ -64,6 +75,9 @@ impl ContainerManager {
             containers,
             pods,
             images,
+            changes,
+            pending: Mutex::new(Some(pending)),
+            hub: Hub::default(),
         }
     }
 
@@ -97,6 +111,8 @@ impl ContainerManager {
                 r.started_at = started;
             })
             .await?;
+        self.changes
+            .container(EventType::ContainerStartedEvent, &rec.id, &rec.pod_id);
         info!(container = %rec.id, "container started");
         Ok(())
     }
@@ -111,6 +127,8 @@ impl ContainerManager {
             return Err(e);
         }
         self.containers.forget(&rec).await?;
+        self.changes
+            .container(EventType::ContainerDeletedEvent, &rec.id, &rec.pod_id);
         info!(container = %rec.id, "container removed");
         Ok(())
     }
@@ -137,10 +155,19 @@ impl ContainerManager {
         Ok(out)
     }
 
-    pub async fn status(&self, wanted: &str) -> Result<cri::ContainerStatus> {
+    /// ContainerStatus; with `verbose`, also the info map `crictl inspect` shows.
+    pub async fn status(
+        &self,
+        wanted: &str,
+        verbose: bool,
+    ) -> Result<(cri::ContainerStatus, HashMap<String, String>)> {
         let rec = self.containers.get(wanted)?;
         let o = self.observe(&rec).await?;
-        Ok(status_of(&rec, &o))
+        let info = match verbose {
+            true => self.info(&rec, &o).await?,
+            false => HashMap::new(),
+        };
+        Ok((status_of(&rec, &o), info))
     }
 
     pub async fn list(&self, filter: Option<&cri::ContainerFilter>) -> Result<Vec<cri::Container>> {

@@ -28,6 +28,7 @@ pub use runtime::RuntimeApi;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 pub struct Services {
+    pub config: crate::config::Config,
     pub pods: Arc<PodManager>,
     pub containers: Arc<ContainerManager>,
     pub images: Arc<ImageStore>,
@@ -66,7 +67,8 @@ pub async fn serve(
     services: Services,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let runtime = RuntimeApi::new(services.pods.clone(), services.containers.clone());
+    let runtime = RuntimeApi::new(services.pods.clone(), services.containers.clone())
+        .with_config(&services.config);
     let image = ImageApi::new(services.images.clone(), services.containers.clone());
     let routes = tonic::service::Routes::new(
         RuntimeServiceServer::new(runtime)

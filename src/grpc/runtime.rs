@@ -16,11 +16,22 @@ use crate::sandbox::manager::PodManager;
 pub struct RuntimeApi {
     pods: Arc<PodManager>,
     containers: Arc<ContainerManager>,
+    /// The daemon's config as JSON, for a verbose Status.
+    config: String,
 }
 
 impl RuntimeApi {
     pub fn new(pods: Arc<PodManager>, containers: Arc<ContainerManager>) -> Self {
-        RuntimeApi { pods, containers }
+        RuntimeApi {
+            pods,
+            containers,
+            config: String::new(),
+        }
+    }
+
+    pub fn with_config(mut self, config: &crate::config::Config) -> Self {
+        self.config = serde_json::to_string(config).unwrap_or_default();
+        self
     }
 }
 
@@ -58,9 +69,10 @@ impl RuntimeService for RuntimeApi {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let pods = self.pods.clone();
+        let containers = self.containers.clone();
         let r = to_completion(
-            async move { pods.run(req).await }.instrument(span!("RunPodSandbox", name = name)),
+            async move { containers.run_pod(req).await }
+                .instrument(span!("RunPodSandbox", name = name)),
         )
         .await;
         reply(r.map(|pod_sandbox_id| cri::RunPodSandboxResponse { pod_sandbox_id }))
@@ -71,9 +83,9 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Rpc<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let pods = self.pods.clone();
+        let containers = self.containers.clone();
         let span = span!("StopPodSandbox", pod = id);
-        let r = to_completion(async move { pods.stop(&id).await }.instrument(span)).await;
+        let r = to_completion(async move { containers.stop_pod(&id).await }.instrument(span)).await;
         reply(r.map(|()| cri::StopPodSandboxResponse {}))
     }
 
@@ -94,9 +106,10 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> Rpc<cri::PodSandboxStatusResponse> {
         let req = req.into_inner();
-        let r = self.pods.status(&req.pod_sandbox_id).await;
-        reply(r.map(|status| cri::PodSandboxStatusResponse {
+        let r = self.pods.status(&req.pod_sandbox_id, req.verbose).await;
+        reply(r.map(|(status, info)| cri::PodSandboxStatusResponse {
             status: Some(status),
+            info,
             timestamp: crate::id::now_ns(),
             ..Default::default()
         }))
@@ -175,11 +188,11 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<cri::ContainerStatusRequest>,
     ) -> Rpc<cri::ContainerStatusResponse> {
-        let id = req.into_inner().container_id;
-        let r = self.containers.status(&id).await;
-        reply(r.map(|status| cri::ContainerStatusResponse {
+        let req = req.into_inner();
+        let r = self.containers.status(&req.container_id, req.verbose).await;
+        reply(r.map(|(status, info)| cri::ContainerStatusResponse {
             status: Some(status),
-            ..Default::default()
+            info,
         }))
     }
 
@@ -279,7 +292,8 @@ impl RuntimeService for RuntimeApi {
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Rpc<cri::StatusResponse> {
         let verbose = req.into_inner().verbose;
-        let network = match self.pods.cni().load_network() {
+        let loaded = self.pods.cni().load_network();
+        let network = match &loaded {
             Ok(_) => cri::RuntimeCondition {
                 r#type: "NetworkReady".into(),
                 status: true,
@@ -299,7 +313,14 @@ impl RuntimeService for RuntimeApi {
         };
         let mut info = std::collections::HashMap::new();
         if verbose {
-            info.insert("runtime".into(), "crius".into());
+            // As containerd: the daemon's config, the CNI network and how loading it went.
+            info.insert("config".into(), self.config.clone());
+            let (cni, load_status) = match &loaded {
+                Ok(net) => (serde_json::to_string(net).unwrap_or_default(), "OK".into()),
+                Err(e) => ("null".into(), e.to_string()),
+            };
+            info.insert("cniconfig".into(), cni);
+            info.insert("lastCNILoadStatus".into(), load_status);
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -330,7 +351,10 @@ impl RuntimeService for RuntimeApi {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        use tokio_stream::StreamExt;
+        let events = self.containers.subscribe()?;
+        let stream = events.map(|r| r.map_err(|e| Status::from(Error::from(e))));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(

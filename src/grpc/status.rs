@@ -11,6 +11,7 @@ fn code(kind: Kind) -> tonic::Code {
         Kind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         Kind::Unavailable => tonic::Code::Unavailable,
         Kind::Unimplemented => tonic::Code::Unimplemented,
+        Kind::ResourceExhausted => tonic::Code::ResourceExhausted,
         Kind::Internal => tonic::Code::Internal,
     }
 }

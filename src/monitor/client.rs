@@ -104,6 +104,36 @@ impl MonitorClient {
             .await
     }
 
+    /// An exit feed: the ids of this pod's containers as the monitor reaps them.
+    pub async fn subscribe(&self) -> Result<ExitFeed, MonitorError> {
+        let req = proto::Request {
+            kind: Some(Req::Subscribe(proto::Subscribe {})),
+        };
+        let connected = async {
+            let mut stream = self.connect().await?;
+            let resp = self.send_and_read(&mut stream, &req).await?;
+            Ok::<_, MonitorError>((stream, resp))
+        };
+        let (stream, resp) = tokio::time::timeout(CALL_TIMEOUT, connected)
+            .await
+            .map_err(|_| MonitorError::Timeout {
+                socket: self.socket.clone(),
+                waited: CALL_TIMEOUT,
+            })??;
+        match resp.kind {
+            Some(Resp::Ok(_)) => Ok(ExitFeed {
+                stream,
+                socket: self.socket.clone(),
+            }),
+            Some(Resp::Error(e)) => Err(remote_error(e)),
+            Some(other) => Err(unexpected("subscribe", &other)),
+            None => Err(MonitorError::UnexpectedResponse {
+                request: "subscribe",
+                got: "an empty response",
+            }),
+        }
+    }
+
     async fn call_ok(&self, name: &'static str, req: Req) -> Result<(), MonitorError> {
         match self.call(name, req, Some(CALL_TIMEOUT)).await? {
             Resp::Ok(_) => Ok(()),
@@ -140,27 +170,83 @@ impl MonitorClient {
     }
 
     async fn exchange(&self, req: proto::Request) -> Result<proto::Response, MonitorError> {
-        let unavailable = |source| MonitorError::Unavailable {
-            socket: self.socket.clone(),
-            source,
-        };
-        let mut stream = UnixStream::connect(&self.socket)
+        let mut stream = self.connect().await?;
+        self.send_and_read(&mut stream, &req).await
+    }
+
+    async fn connect(&self) -> Result<UnixStream, MonitorError> {
+        UnixStream::connect(&self.socket)
             .await
-            .map_err(unavailable)?;
+            .map_err(|source| MonitorError::Unavailable {
+                socket: self.socket.clone(),
+                source,
+            })
+    }
+
+    async fn send_and_read(
+        &self,
+        stream: &mut UnixStream,
+        req: &proto::Request,
+    ) -> Result<proto::Response, MonitorError> {
         stream
-            .write_all(&frame::encode(&req))
+            .write_all(&frame::encode(req))
             .await
-            .map_err(unavailable)?;
-        let mut header = [0u8; 4];
-        stream.read_exact(&mut header).await.map_err(unavailable)?;
-        let len =
-            frame::body_len(header, MAX_RESPONSE).map_err(|t| MonitorError::FrameTooLarge {
-                len: t.len,
-                limit: t.limit,
+            .map_err(|source| MonitorError::Unavailable {
+                socket: self.socket.clone(),
+                source,
             })?;
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.map_err(unavailable)?;
-        Ok(proto::Response::decode(&body[..])?)
+        read_response(stream, &self.socket).await
+    }
+}
+
+/// Reads one response frame.
+async fn read_response(
+    stream: &mut UnixStream,
+    socket: &std::path::Path,
+) -> Result<proto::Response, MonitorError> {
+    let unavailable = |source| MonitorError::Unavailable {
+        socket: socket.to_owned(),
+        source,
+    };
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await.map_err(unavailable)?;
+    let len = frame::body_len(header, MAX_RESPONSE).map_err(|t| MonitorError::FrameTooLarge {
+        len: t.len,
+        limit: t.limit,
+    })?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(unavailable)?;
+    Ok(proto::Response::decode(&body[..])?)
+}
+
+/// A subscription to a monitor's container exits (see `Subscribe` in monitor.proto).
+#[derive(Debug)]
+pub struct ExitFeed {
+    stream: UnixStream,
+    socket: PathBuf,
+}
+
+impl ExitFeed {
+    /// The id of the next container that exited; `None` once the monitor closed the feed
+    /// (it exited).
+    pub async fn next(&mut self) -> Result<Option<String>, MonitorError> {
+        let resp = match read_response(&mut self.stream, &self.socket).await {
+            Ok(r) => r,
+            Err(MonitorError::Unavailable { source, .. })
+                if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.kind {
+            Some(Resp::Exited(e)) => Ok(Some(e.id)),
+            Some(other) => Err(unexpected("subscribe", &other)),
+            None => Err(MonitorError::UnexpectedResponse {
+                request: "subscribe",
+                got: "an empty response",
+            }),
+        }
     }
 }
 
@@ -182,6 +268,7 @@ fn unexpected(request: &'static str, got: &Resp) -> MonitorError {
         Resp::Pong(_) => "Pong",
         Resp::State(_) => "State",
         Resp::Exec(_) => "ExecResult",
+        Resp::Exited(_) => "ContainerExited",
     };
     MonitorError::UnexpectedResponse { request, got }
 }

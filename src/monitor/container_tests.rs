@@ -246,3 +246,34 @@ async fn container_processes_start_with_default_signals() {
         assert!(m.ends_with("0000000000000000"), "init and exec: {m}");
     }
 }
+
+/// Every subscriber hears of each reaped container, in order, and the feed ends when
+/// the monitor does.
+#[tokio::test]
+async fn subscribers_hear_of_every_exit() {
+    let r = start_monitor_in(tempfile::tempdir().unwrap(), "/sys/fs/cgroup".into()).await;
+    let fx = Fixture::new(&r);
+    let mut feeds = [
+        r.client.subscribe().await.unwrap(),
+        r.client.subscribe().await.unwrap(),
+    ];
+    for id in ["x1", "x2"] {
+        r.client
+            .create(fx.bundle(id, &["sleep", "1000"]))
+            .await
+            .unwrap();
+        r.client.start(id).await.unwrap();
+    }
+    r.client.kill("x2", 9).await.unwrap();
+    for feed in &mut feeds {
+        assert_eq!(feed.next().await.unwrap().as_deref(), Some("x2"));
+    }
+    // The exit record is written before the feed hears of the exit.
+    assert_eq!(r.client.state("x2").await.unwrap().exit_code, 137);
+    r.client.shutdown().await.unwrap();
+    for feed in &mut feeds {
+        assert_eq!(feed.next().await.unwrap().as_deref(), Some("x1"));
+        assert_eq!(feed.next().await.unwrap(), None, "the monitor exited");
+    }
+    fx.cleanup();
+}

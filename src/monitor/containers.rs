@@ -284,6 +284,12 @@ impl Containers {
         true
     }
 
+    /// The id of the container whose init is (or, most recently, was) `pid`.
+    pub fn id_of(&self, pid: Pid) -> Option<String> {
+        let c = self.list.iter().rev().find(|c| c.pid == pid)?;
+        Some(c.id.clone())
+    }
+
     pub fn output_fds(&self) -> impl Iterator<Item = OutputFd<'_>> {
         self.list.iter().flat_map(|c| {
             c.log.outputs.iter().flatten().map(|o| OutputFd {

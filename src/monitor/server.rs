@@ -94,6 +94,8 @@ struct Conn {
     written: usize,
     /// A deferred reply (exec, shutdown) is due: later requests wait in `reader`.
     waiting: bool,
+    /// An exit feed (Subscribe): every reaped container is reported on it.
+    subscribed: bool,
     eof: bool,
     dead: bool,
 }
@@ -260,6 +262,7 @@ impl Monitor {
                 out: Vec::new(),
                 written: 0,
                 waiting: false,
+                subscribed: false,
                 eof: false,
                 dead: false,
             });
@@ -273,6 +276,7 @@ impl Monitor {
                 .containers
                 .on_exit(exit.pid, exit.code, &self.cgroup_root)
             {
+                self.notify_exit(exit.pid);
                 continue;
             }
             if let Some(done) = self.execs.on_exit(exit.pid, exit.code) {
@@ -280,6 +284,23 @@ impl Monitor {
                 self.resume(done.conn);
             }
             // Anything else is an orphan reparented to us: reaping it is all we owe it.
+        }
+    }
+
+    /// Tells every subscriber that the container whose init was `pid` exited.
+    fn notify_exit(&mut self, pid: Pid) {
+        let Some(id) = self.containers.id_of(pid) else {
+            return;
+        };
+        let feeds: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|c| c.subscribed)
+            .map(|c| c.id)
+            .collect();
+        for conn in feeds {
+            let exited = proto::ContainerExited { id: id.clone() };
+            self.respond(conn, Resp::Exited(exited));
         }
     }
 
@@ -347,6 +368,12 @@ impl Monitor {
             Some(Req::ExecSync(e)) => self.exec_sync(conn, e).map(|()| None),
             Some(Req::Delete(d)) => self.containers.delete(&d.id, &self.cgroup_root).map(ok),
             Some(Req::ReopenLog(r)) => self.containers.reopen_log(&r.id).map(ok),
+            Some(Req::Subscribe(_)) => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.subscribed = true;
+                }
+                Ok(ok(()))
+            }
             Some(Req::Shutdown(_)) => {
                 self.begin_shutdown(conn);
                 Ok(None)

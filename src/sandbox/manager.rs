@@ -6,6 +6,9 @@
 //! exclusively, container creation in the pod takes it shared. Blocking work (namespace
 //! threads, mounts, cgroup files, fsync) runs on tokio's blocking pool.
 
+mod info;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +23,7 @@ pub use super::record::{PodPhase, PodRecord};
 use super::validate::validate_pod_config;
 use super::view::{matches_filter, namespace_options, status_of, summary_of};
 use crate::error::{Error, Result};
+use crate::events::{Changes, EventType};
 use crate::fault;
 use crate::id;
 use crate::monitor::{self, MonitorClient};
@@ -46,15 +50,17 @@ pub struct PodManager {
     settings: PodSettings,
     cni: Cni,
     pods: Registry<PodRecord>,
+    changes: Changes,
 }
 
 impl PodManager {
-    pub fn new(settings: PodSettings, cni: Cni) -> Self {
+    pub fn new(settings: PodSettings, cni: Cni, changes: Changes) -> Self {
         let pods = Registry::new("pod sandbox", settings.records.clone(), RECORD_FILE);
         PodManager {
             settings,
             cni,
             pods,
+            changes,
         }
     }
 
@@ -133,6 +139,9 @@ impl PodManager {
             return Err(e);
         }
         name.keep();
+        // As containerd: the pod is created and started at once.
+        self.changes.pod(EventType::ContainerCreatedEvent, &id);
+        self.changes.pod(EventType::ContainerStartedEvent, &id);
         info!(pod = %id, "pod sandbox ready");
         Ok(id)
     }
@@ -281,9 +290,7 @@ impl PodManager {
             return Err(e);
         }
         if rec.phase != PodPhase::NotReady {
-            self.pods
-                .save(&held.entry, |r| r.phase = PodPhase::NotReady)
-                .await?;
+            self.mark_not_ready(&held.entry).await?;
         }
         info!(pod = %rec.id, "pod sandbox stopped");
         Ok(())
@@ -295,7 +302,9 @@ impl PodManager {
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
+        let last = status_of(&rec);
         self.forget(&rec).await?;
+        self.changes.pod_removed(last);
         info!(pod = %rec.id, "pod sandbox removed");
         Ok(())
     }
@@ -307,18 +316,51 @@ impl PodManager {
 
     /// The pod's status. A Ready pod whose monitor has died (and its containers with
     /// it) is recorded NotReady here, so kubelet recreates it instead of waiting forever.
-    pub async fn status(&self, wanted: &str) -> Result<cri::PodSandboxStatus> {
+    /// With `verbose`, also the info map `crictl inspectp` shows.
+    pub async fn status(
+        &self,
+        wanted: &str,
+        verbose: bool,
+    ) -> Result<(cri::PodSandboxStatus, HashMap<String, String>)> {
         let entry = self.entry(wanted)?;
-        let rec = entry.get()?;
+        let mut rec = entry.get()?;
         if rec.phase == PodPhase::Ready && !self.monitor_alive(&rec.id).await {
             warn!(pod = %rec.id, "monitor is gone; pod is no longer ready");
-            let rec = self
-                .pods
-                .save(&entry, |r| r.phase = PodPhase::NotReady)
-                .await?;
-            return Ok(status_of(&rec));
+            rec = self.mark_not_ready(&entry).await?;
         }
-        Ok(status_of(&rec))
+        let info = match verbose {
+            true => self.info(&rec).await?,
+            false => HashMap::new(),
+        };
+        Ok((status_of(&rec), info))
+    }
+
+    /// Records the pod NotReady; the one call that turns a Ready pod NotReady reports
+    /// it stopped (a stop and a status check racing report it once).
+    async fn mark_not_ready(&self, entry: &PodEntry) -> Result<PodRecord> {
+        let mut was_ready = false;
+        let rec = self
+            .pods
+            .save(entry, |r| {
+                was_ready = r.phase == PodPhase::Ready;
+                r.phase = PodPhase::NotReady;
+            })
+            .await?;
+        if was_ready {
+            self.changes.pod(EventType::ContainerStoppedEvent, &rec.id);
+        }
+        Ok(rec)
+    }
+
+    /// The ids of the pods that are Ready.
+    pub fn ready_ids(&self) -> Result<Vec<String>> {
+        let ready = self.pods.select(|r| r.phase == PodPhase::Ready)?;
+        Ok(ready.into_iter().map(|r| r.id).collect())
+    }
+
+    /// The pod's status as recorded, without asking its monitor (events carry it).
+    pub fn recorded_status(&self, id: &str) -> Option<cri::PodSandboxStatus> {
+        self.pods.get(id).ok().map(|r| status_of(&r))
     }
 
     /// Whether the pod's monitor process exists. A failed ping alone is not enough: a
@@ -371,9 +413,7 @@ impl PodManager {
             }
             if rec.phase == PodPhase::Ready && self.monitor(&rec.id).ping().await.is_err() {
                 warn!(pod = %rec.id, "monitor is gone; pod is no longer ready");
-                self.pods
-                    .save(&entry, |r| r.phase = PodPhase::NotReady)
-                    .await?;
+                self.mark_not_ready(&entry).await?;
             }
         }
         Ok(())

@@ -310,6 +310,11 @@ impl Cni {
             })
     }
 
+    /// Where the final ADD result of `att` on `net` is kept, if results are kept.
+    pub fn result_path(&self, net: &NetworkConfig, att: &Attachment) -> Option<PathBuf> {
+        self.cache_path(net, att)
+    }
+
     fn cache_path(&self, net: &NetworkConfig, att: &Attachment) -> Option<PathBuf> {
         let clean = |s: &str| s.replace(['/', '\0'], "_");
         let name = format!(

@@ -16,6 +16,7 @@ use crate::container::user::resolve_user;
 use crate::container::validate::validate_container_config;
 use crate::container::volumes::{self, VolumeLayers};
 use crate::error::{Error, Result};
+use crate::events::EventType;
 use crate::fault;
 use crate::image::Image;
 use crate::monitor::proto;
@@ -89,6 +90,8 @@ impl ContainerManager {
             .save(&entry, |r| r.phase = ContainerPhase::Created)
             .await?;
         name.keep();
+        self.changes
+            .container(EventType::ContainerCreatedEvent, &id, &record.pod_id);
         info!(container = %id, pod = %record.pod_id, "container created");
         Ok(id)
     }

@@ -8,6 +8,7 @@ use k8s_cri::v1 as cri;
 use super::{ContainerManager, ContainerPhase, ContainerRecord, EXIT_FILE};
 use crate::container::status::{Exit, Observed};
 use crate::error::Result;
+use crate::events::EventType;
 use crate::monitor;
 use crate::store::read_json;
 
@@ -32,9 +33,19 @@ impl ContainerManager {
             && let Some(entry) = self.containers.find(&rec.id)?
         {
             let exit = exit.clone();
+            // Several callers may learn of the exit at once; the first to record it
+            // reports it.
+            let mut first = false;
             self.containers
-                .save(&entry, |r| r.exit = Some(exit))
+                .save(&entry, |r| {
+                    first = r.exit.is_none();
+                    r.exit = Some(exit);
+                })
                 .await?;
+            if first {
+                self.changes
+                    .container(EventType::ContainerStoppedEvent, &rec.id, &rec.pod_id);
+            }
         }
         Ok(observed)
     }
