@@ -3,8 +3,11 @@
 //! can run against fixture files in a tempdir.
 
 mod fs;
+mod stats;
 mod v1;
 mod v2;
+
+pub use stats::CgroupStats;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -54,9 +57,10 @@ pub trait CgroupManager: Send + Sync {
     /// under load) every time a process is moved by pid.
     fn open_self_join(&self) -> Result<Vec<std::fs::File>, CgroupError>;
     /// Processes currently in the cgroup (not recursive).
-    // Read by tests today and by container stats later (pids per container).
-    #[allow(dead_code)]
     fn processes(&self) -> Result<Vec<Pid>, CgroupError>;
+    /// CPU, memory and pids use of the cgroup and its children; `None` if the cgroup
+    /// does not exist.
+    fn stats(&self) -> Result<Option<CgroupStats>, CgroupError>;
     /// SIGKILLs whatever is left, then removes the cgroup directories. Idempotent.
     fn destroy(&self) -> Result<(), CgroupError>;
 }
