@@ -66,7 +66,16 @@ pub async fn serve(
     services: Services,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let runtime = RuntimeApi::new(services.pods.clone(), services.containers.clone());
+    let stats = crate::stats::Stats::new(
+        services.pods.clone(),
+        services.containers.clone(),
+        &services.images,
+    );
+    let runtime = RuntimeApi::new(
+        services.pods.clone(),
+        services.containers.clone(),
+        Arc::new(stats),
+    );
     let image = ImageApi::new(services.images.clone(), services.containers.clone());
     let routes = tonic::service::Routes::new(
         RuntimeServiceServer::new(runtime)

@@ -209,7 +209,7 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
     fault::inject("overlay-mount")?;
     rootfs::mount_overlay(&Overlay {
         lower: &job.lower,
-        upper: &job.data.join("upper"),
+        upper: &job.data.join(super::UPPER_DIR),
         work: &job.data.join("work"),
         empty: &job.data.join("empty"),
         target: &rootfs_dir,
@@ -228,7 +228,7 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
         .as_ref()
         .and_then(|l| l.security_context.as_ref());
     let user = resolve_user(&rootfs_dir, &image_user, sc)?;
-    let cgroups_path = format!("{}/{}", job.pod.cgroup, job.rec.id);
+    let cgroups_path = super::super::record::cgroup_path(&job.pod.cgroup, &job.rec.id);
     let spec = spec::generate(&SpecInput {
         sandbox_id: &job.pod.id,
         config: &job.rec.config,

@@ -8,6 +8,8 @@ mod v1;
 mod v2;
 
 pub use stats::CgroupStats;
+#[cfg(test)]
+pub use stats::{CpuStats, MemoryStats, PidsStats};
 
 use std::path::{Component, Path, PathBuf};
 
