@@ -20,3 +20,4 @@ mod pods;
 mod restart;
 mod rollback;
 mod selftest;
+mod stats;
