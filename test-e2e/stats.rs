@@ -126,6 +126,12 @@ async fn a_busy_container_shows_cpu_memory_and_its_writable_layer() {
     .await;
     assert!(s.cpu.unwrap().timestamp > 0);
 
+    check_metrics(&mut rt, &pod_id, &id, limit).await;
+    d.teardown().await;
+}
+
+/// ListPodSandboxMetrics carries the busy container's reads under cadvisor's names.
+async fn check_metrics(rt: &mut Runtime, pod_id: &str, id: &str, limit: u64) {
     let metrics = rt
         .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
         .await
@@ -154,7 +160,6 @@ async fn a_busy_container_shows_cpu_memory_and_its_writable_layer() {
             .iter()
             .any(|m| m.name == "container_network_receive_bytes_total")
     );
-    d.teardown().await;
 }
 
 /// Pod stats: the pod's eth0 counts the traffic of a ping to the bridge, its process
@@ -206,7 +211,7 @@ async fn pod_stats_count_network_traffic_and_processes() {
         .iter()
         .map(|c| c.attributes.clone().unwrap().id)
         .collect();
-    assert_eq!(ids, [id.clone()]);
+    assert_eq!(ids, [id.as_str()]);
 
     let req = ListPodSandboxStatsRequest { filter: None };
     let all = rt
@@ -222,15 +227,14 @@ async fn pod_stats_count_network_traffic_and_processes() {
     d.teardown().await;
 }
 
-/// NotFound for ids that name nothing; the filters of the List calls; an exited
-/// container keeps only its writable layer; a stopped pod is not listed.
+/// NotFound for ids that name nothing, InvalidArgument for no id; a List filter that
+/// names nothing selects nothing.
 #[tokio::test]
-async fn filters_absent_ids_and_exited_containers() {
-    if !preflight("stats_filters", true) {
+async fn absent_ids_are_not_found() {
+    if !preflight("stats_absent", false) {
         return;
     }
     let d = Daemon::start().await;
-    pull(&mut d.images().await, BUSYBOX).await;
     let mut rt = d.runtime().await;
     let absent = "0123456789abcdef".repeat(4);
     let r = rt
@@ -245,7 +249,27 @@ async fn filters_absent_ids_and_exited_containers() {
         })
         .await;
     assert_eq!(code(&r), Code::NotFound, "{r:?}");
+    let r = rt.container_stats(ContainerStatsRequest::default()).await;
+    assert_eq!(code(&r), Code::InvalidArgument, "{r:?}");
+    let f = ContainerStatsFilter {
+        id: absent.clone(),
+        ..Default::default()
+    };
+    assert!(list_container_stats(&mut rt, f).await.is_empty());
+    d.teardown().await;
+}
 
+/// The filters of ListContainerStats (id and prefix, pod id, labels) and of
+/// ListPodSandboxStats (labels); an exited container keeps only its writable layer; a
+/// stopped pod is not listed and has no stats.
+#[tokio::test]
+async fn filters_exited_containers_and_stopped_pods() {
+    if !preflight("stats_filters", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
     let (pa, pb) = (pod_config(&d, "stats-a"), pod_config(&d, "stats-b"));
     let (pa_id, pb_id) = (run_pod(&mut rt, &pa).await, run_pod(&mut rt, &pb).await);
     let a = create_and_start(
@@ -270,19 +294,19 @@ async fn filters_absent_ids_and_exited_containers() {
     };
     assert_eq!(
         list_container_stats(&mut rt, f(&a, "", &[])).await,
-        [a.clone()]
+        [a.as_str()]
     );
     assert_eq!(
         list_container_stats(&mut rt, f(&b[..12], "", &[])).await,
-        [b.clone()],
+        [b.as_str()],
         "prefix"
     );
     assert_eq!(
         list_container_stats(&mut rt, f("", &pb_id, &[])).await,
-        [b.clone()]
+        [b.as_str()]
     );
     let by_label = list_container_stats(&mut rt, f("", "", &[("container", "a")])).await;
-    assert_eq!(by_label, [a.clone()]);
+    assert_eq!(by_label, [a.as_str()]);
     assert!(
         list_container_stats(&mut rt, f("", "", &[("container", "c")]))
             .await
@@ -316,7 +340,7 @@ async fn filters_absent_ids_and_exited_containers() {
         .iter()
         .map(|p| p.attributes.clone().unwrap().id)
         .collect();
-    assert_eq!(ids, [pb_id.clone()]);
+    assert_eq!(ids, [pb_id.as_str()]);
 
     exec(&mut rt, &a, &["sh", "-c", "echo data > /kept"], 10)
         .await
@@ -350,7 +374,7 @@ async fn filters_absent_ids_and_exited_containers() {
         .iter()
         .map(|p| p.attributes.clone().unwrap().id)
         .collect();
-    assert_eq!(ids, [pa_id.clone()], "the stopped pod is not listed");
+    assert_eq!(ids, [pa_id.as_str()], "the stopped pod is not listed");
     let r = rt
         .pod_sandbox_stats(PodSandboxStatsRequest {
             pod_sandbox_id: pb_id,

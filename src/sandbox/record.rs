@@ -5,9 +5,7 @@ use std::net::IpAddr;
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 
-use super::namespaces::NamespaceSet;
 use super::network::NetworkConfig;
-use super::view::namespace_options;
 use crate::store::registry::Record;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,11 +34,6 @@ pub struct PodRecord {
 impl PodRecord {
     pub fn log_directory(&self) -> &str {
         &self.config.log_directory
-    }
-
-    /// Whether the pod has a network namespace of its own (not the host's).
-    pub fn own_network(&self) -> bool {
-        NamespaceSet::from_cri(namespace_options(&self.config).as_ref()).net
     }
 }
 

@@ -132,10 +132,9 @@ fn container() -> ContainerRecord {
     }
 }
 
-#[test]
-fn a_running_container_and_its_pod_report_every_declared_metric_with_its_labels() {
-    let (pod, rec) = (pod(), container());
-    let sample = ContainerSample {
+/// A running container: 3 s of CPU, a 6-byte working set, two threads.
+fn running_sample() -> ContainerSample {
+    ContainerSample {
         at: 7_000_000_000,
         cgroup: Some(CgroupStats {
             cpu: Some(CpuStats {
@@ -154,7 +153,13 @@ fn a_running_container_and_its_pod_report_every_declared_metric_with_its_labels(
         }),
         procs: vec![nix::unistd::Pid::from_raw(1)],
         writable: Default::default(),
-    };
+    }
+}
+
+#[test]
+fn a_running_container_and_its_pod_report_every_declared_metric_with_its_labels() {
+    let (pod, rec) = (pod(), container());
+    let sample = running_sample();
     let fs = FsCapacity::default();
     let reads = ContainerReads {
         rec: &rec,

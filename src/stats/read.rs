@@ -94,9 +94,9 @@ pub struct FsCapacity {
 pub fn capacity(path: &Path) -> FsCapacity {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => FsCapacity {
-            bytes: s.blocks() as u64 * s.fragment_size() as u64,
-            inodes: s.files() as u64,
-            inodes_free: s.files_free() as u64,
+            bytes: s.blocks() * s.fragment_size(),
+            inodes: s.files(),
+            inodes_free: s.files_free(),
         },
         Err(e) => {
             warn!(path = %path.display(), error = %e, "statvfs of the image filesystem");
