@@ -12,6 +12,7 @@ mod image;
 mod monitor;
 mod runtime;
 mod sandbox;
+mod stats;
 mod store;
 mod task;
 #[cfg(test)]

@@ -106,7 +106,7 @@ const TABLE: &[(Rpc, Case, Want)] = &[
         Want::Code(Code::FailedPrecondition),
     ),
     (ReopenContainerLog, Twice, Pair(Code::Ok, Code::Ok)),
-    (ContainerStats, Absent, Want::Code(Code::Unimplemented)),
+    (ContainerStats, Absent, NOT_FOUND),
     (PullImage, Already, OK),
     (PullImage, Twice, Pair(Code::Ok, Code::Ok)),
     (ImageStatus, Absent, OK),

@@ -25,4 +25,5 @@ mod resources;
 mod restart;
 mod rollback;
 mod selftest;
+mod stats;
 mod verbose;

@@ -34,6 +34,8 @@ pub use super::record::{ContainerPhase, ContainerRecord, ImageVolume};
 
 const RECORD_FILE: &str = "container.json";
 const EXIT_FILE: &str = "exit.json";
+/// The overlay's writable layer, under the container's data dir.
+const UPPER_DIR: &str = "upper";
 
 type ContainerEntry = Entry<ContainerRecord>;
 
@@ -153,6 +155,22 @@ impl ContainerManager {
         let mut out = self.containers.select(keep)?;
         out.sort_by_key(|r| r.created_at);
         Ok(out)
+    }
+
+    /// The listed containers (CreateContainer has returned) that `keep` selects, oldest
+    /// first.
+    pub fn select(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<ContainerRecord>> {
+        self.records_where(|r| r.phase != ContainerPhase::Creating && keep(r))
+    }
+
+    /// The container with this id or unique prefix.
+    pub fn get(&self, wanted: &str) -> Result<ContainerRecord> {
+        self.containers.get(wanted)
+    }
+
+    /// The container's writable layer (the overlay's upper dir).
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        self.data_dir(id).join(UPPER_DIR)
     }
 
     /// ContainerStatus; with `verbose`, also the info map `crictl inspect` shows.

@@ -66,3 +66,8 @@ pub fn name_key(pod_id: &str, c: &cri::ContainerConfig) -> String {
     let m = c.metadata.clone().unwrap_or_default();
     format!("{pod_id}/{}_{}", m.name, m.attempt)
 }
+
+/// The container's cgroup, relative to the hierarchy root: a child of its pod's.
+pub fn cgroup_path(pod_cgroup: &str, id: &str) -> String {
+    format!("{pod_cgroup}/{id}")
+}

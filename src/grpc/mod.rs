@@ -67,8 +67,17 @@ pub async fn serve(
     services: Services,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let runtime = RuntimeApi::new(services.pods.clone(), services.containers.clone())
-        .with_config(&services.config);
+    let stats = crate::stats::Stats::new(
+        services.pods.clone(),
+        services.containers.clone(),
+        &services.images,
+    );
+    let runtime = RuntimeApi::new(
+        services.pods.clone(),
+        services.containers.clone(),
+        Arc::new(stats),
+    )
+    .with_config(&services.config);
     let image = ImageApi::new(services.images.clone(), services.containers.clone());
     let routes = tonic::service::Routes::new(
         RuntimeServiceServer::new(runtime)

@@ -12,19 +12,26 @@ use super::{reply, to_completion};
 use crate::container::manager::ContainerManager;
 use crate::error::Error;
 use crate::sandbox::manager::PodManager;
+use crate::stats::{self, Stats};
 
 pub struct RuntimeApi {
     pods: Arc<PodManager>,
     containers: Arc<ContainerManager>,
+    stats: Arc<Stats>,
     /// The daemon's config as JSON, for a verbose Status.
     config: String,
 }
 
 impl RuntimeApi {
-    pub fn new(pods: Arc<PodManager>, containers: Arc<ContainerManager>) -> Self {
+    pub fn new(
+        pods: Arc<PodManager>,
+        containers: Arc<ContainerManager>,
+        stats: Arc<Stats>,
+    ) -> Self {
         RuntimeApi {
             pods,
             containers,
+            stats,
             config: String::new(),
         }
     }
@@ -256,30 +263,54 @@ impl RuntimeService for RuntimeApi {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Rpc<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let id = req.into_inner().container_id;
+        let r = self
+            .stats
+            .container(&id)
+            .instrument(span!("ContainerStats", id = id))
+            .await;
+        reply(r.map(|s| cri::ContainerStatsResponse { stats: Some(s) }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Rpc<cri::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let filter = req.into_inner().filter;
+        let r = self
+            .stats
+            .containers(filter.as_ref())
+            .instrument(span!("ListContainerStats"))
+            .await;
+        reply(r.map(|stats| cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Rpc<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = req.into_inner().pod_sandbox_id;
+        let r = self
+            .stats
+            .pod(&id)
+            .instrument(span!("PodSandboxStats", pod = id))
+            .await;
+        reply(r.map(|s| cri::PodSandboxStatsResponse { stats: Some(s) }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Rpc<cri::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let filter = req.into_inner().filter;
+        let r = self
+            .stats
+            .pods(filter.as_ref())
+            .instrument(span!("ListPodSandboxStats"))
+            .await;
+        reply(r.map(|stats| cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
@@ -361,14 +392,21 @@ impl RuntimeService for RuntimeApi {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Rpc<cri::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: stats::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        let r = self
+            .stats
+            .pod_metrics()
+            .instrument(span!("ListPodSandboxMetrics"))
+            .await;
+        reply(r.map(|pod_metrics| cri::ListPodSandboxMetricsResponse { pod_metrics }))
     }
 
     async fn runtime_config(

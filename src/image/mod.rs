@@ -22,6 +22,7 @@ mod unpack;
 mod usage;
 
 pub use store::ImageStore;
+pub use usage::{Figure, measure};
 
 use crate::error::{Classify, Kind};
 use serde::{Deserialize, Serialize};

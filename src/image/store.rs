@@ -236,6 +236,11 @@ impl ImageStore {
         find(&images, reference_or_id).cloned()
     }
 
+    /// Where images and container layers live: the image filesystem's id in stats.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// What a walk of the root reports once pulls and removals have settled, without
     /// the walk: the counted content plus a stat of each of the store's directories.
     pub async fn fs_usage(&self) -> Result<FsUsage, ImageError> {

@@ -99,6 +99,15 @@ impl PodManager {
         self.pods.get(wanted)
     }
 
+    /// The listed pods (RunPodSandbox has returned) that `keep` selects, oldest first.
+    pub fn select(&self, keep: impl Fn(&PodRecord) -> bool) -> Result<Vec<PodRecord>> {
+        let mut out = self
+            .pods
+            .select(|r| r.phase != PodPhase::Creating && keep(r))?;
+        out.sort_by_key(|r| r.created_at);
+        Ok(out)
+    }
+
     pub async fn run(&self, req: cri::RunPodSandboxRequest) -> Result<String> {
         let config = req
             .config

@@ -2,6 +2,7 @@
 
 use k8s_cri::v1 as cri;
 
+use super::namespaces::NamespaceSet;
 use super::record::{PodPhase, PodRecord};
 
 pub(super) fn namespace_options(c: &cri::PodSandboxConfig) -> Option<cri::NamespaceOption> {
@@ -9,6 +10,13 @@ pub(super) fn namespace_options(c: &cri::PodSandboxConfig) -> Option<cri::Namesp
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
+}
+
+impl PodRecord {
+    /// Whether the pod has a network namespace of its own (not the host's).
+    pub fn own_network(&self) -> bool {
+        NamespaceSet::from_cri(namespace_options(&self.config).as_ref()).net
+    }
 }
 
 fn state_of(rec: &PodRecord) -> i32 {

@@ -268,7 +268,7 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
     fault::inject("overlay-mount")?;
     rootfs::mount_overlay(&Overlay {
         lower: &job.lower,
-        upper: &job.data.join("upper"),
+        upper: &job.data.join(super::UPPER_DIR),
         work: &job.data.join("work"),
         empty: &job.data.join("empty"),
         target: &rootfs_dir,
@@ -292,7 +292,7 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
     let mount_sources = volumes::prepare_sources(&config.mounts, &job.volume_layers, &volumes_dir)?;
     let devices = volumes::resolve_devices(&config.devices)?;
     fault::inject("container-spec")?;
-    let cgroups_path = format!("{}/{}", job.pod.cgroup, job.rec.id);
+    let cgroups_path = super::super::record::cgroup_path(&job.pod.cgroup, &job.rec.id);
     let spec = spec::generate(&SpecInput {
         sandbox_id: &job.pod.id,
         config: &job.rec.config,

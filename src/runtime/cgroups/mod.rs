@@ -3,8 +3,13 @@
 //! can run against fixture files in a tempdir.
 
 mod fs;
+mod stats;
 mod v1;
 mod v2;
+
+pub use stats::CgroupStats;
+#[cfg(test)]
+pub use stats::{CpuStats, MemoryStats, PidsStats};
 
 use std::path::{Component, Path, PathBuf};
 
@@ -61,13 +66,14 @@ pub trait CgroupManager: Send + Sync {
     /// under load) every time a process is moved by pid.
     fn open_self_join(&self) -> Result<Vec<std::fs::File>, CgroupError>;
     /// Processes currently in the cgroup (not recursive).
-    // Read by tests today and by container stats later (pids per container).
-    #[allow(dead_code)]
     fn processes(&self) -> Result<Vec<Pid>, CgroupError>;
     /// How many processes the kernel's OOM killer has killed in this cgroup: the
     /// `oom_kill` line of v1's `memory.oom_control` or v2's `memory.events`. 0 when the
     /// memory controller is absent.
     fn oom_kills(&self) -> Result<u64, CgroupError>;
+    /// CPU, memory and pids use of the cgroup and its children; `None` if the cgroup
+    /// does not exist.
+    fn stats(&self) -> Result<Option<CgroupStats>, CgroupError>;
     /// SIGKILLs whatever is left, then removes the cgroup directories. Idempotent.
     fn destroy(&self) -> Result<(), CgroupError>;
 }

@@ -7,7 +7,8 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
 use super::fs;
-use super::{CgroupError, CgroupManager};
+use super::stats;
+use super::{CgroupError, CgroupManager, CgroupStats};
 
 /// Hierarchies a container joins. `systemd` is the named hierarchy systemd tracks
 /// processes with; joining it keeps our processes out of the daemon's unit.
@@ -239,6 +240,22 @@ impl CgroupManager for V1Manager {
             Some(dir) => super::oom_kill_count(&dir.join("memory.oom_control")),
             None => Ok(0),
         }
+    }
+
+    fn stats(&self) -> Result<Option<CgroupStats>, CgroupError> {
+        let present = |c: &str| self.dir(c).filter(|d| d.is_dir());
+        if !self.dirs().iter().any(|d| d.is_dir()) {
+            return Ok(None);
+        }
+        let cpu = match present("cpuacct") {
+            Some(acct) => stats::v1_cpu(&acct, present("cpu").as_deref())?,
+            None => None,
+        };
+        Ok(Some(CgroupStats {
+            cpu,
+            memory: present("memory").map_or(Ok(None), |d| stats::v1_memory(&d))?,
+            pids: present("pids").map_or(Ok(None), |d| stats::pids(&d))?,
+        }))
     }
 
     fn destroy(&self) -> Result<(), CgroupError> {

@@ -7,7 +7,8 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::fs;
-use super::{CgroupError, CgroupManager};
+use super::stats;
+use super::{CgroupError, CgroupManager, CgroupStats};
 
 /// Controllers whose limits `apply` writes.
 const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids"];
@@ -178,6 +179,18 @@ impl CgroupManager for V2Manager {
 
     fn oom_kills(&self) -> Result<u64, CgroupError> {
         super::oom_kill_count(&self.dir().join("memory.events"))
+    }
+
+    fn stats(&self) -> Result<Option<CgroupStats>, CgroupError> {
+        let dir = self.dir();
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        Ok(Some(CgroupStats {
+            cpu: stats::v2_cpu(&dir)?,
+            memory: stats::v2_memory(&dir)?,
+            pids: stats::pids(&dir)?,
+        }))
     }
 
     fn destroy(&self) -> Result<(), CgroupError> {
