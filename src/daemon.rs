@@ -60,6 +60,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             records: layout.containers.clone(),
             run_dir: layout.container_run.clone(),
             max_log_line: cfg.max_container_log_line_size,
+            capabilities: Arc::new(host_capabilities()),
         },
         pods.clone(),
         images.clone(),
@@ -112,4 +113,22 @@ async fn shutdown_signal() {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
     }
+}
+
+/// The daemon's bounding set, with what it lacks logged once: privileged containers and
+/// "ALL" get exactly this set, never a capability the kernel would refuse.
+fn host_capabilities() -> oci_spec::runtime::Capabilities {
+    let held = crate::runtime::bounding_names();
+    let missing: Vec<&str> = crate::runtime::CAPABILITY_NAMES
+        .iter()
+        .filter(|n| !held.contains(n))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            missing = %missing.join(","),
+            "capabilities outside crius's bounding set are never granted to containers"
+        );
+    }
+    crate::container::spec::capabilities::from_names(held)
 }

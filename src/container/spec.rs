@@ -5,6 +5,9 @@
 //! pod files, the resolved user). It follows containerd's `internal/cri` choices unless a
 //! comment says otherwise; the Linux section and the mount list live in the child modules.
 
+pub mod capabilities;
+#[cfg(test)]
+mod capabilities_tests;
 mod linux;
 #[cfg(test)]
 mod linux_tests;
@@ -72,6 +75,8 @@ pub struct SpecInput<'a> {
     pub mount_sources: &'a [PathBuf],
     /// `config.devices` as host device nodes.
     pub devices: &'a [ResolvedDevice],
+    /// The daemon's bounding set: the most any container may hold.
+    pub host_capabilities: &'a oci_spec::runtime::Capabilities,
 }
 
 /// The limits UpdateContainerResources writes to a container's cgroup, validated and
@@ -146,7 +151,7 @@ fn process(
         image.and_then(|c| c.working_dir().as_deref()),
     ));
     p.set_user(user(input.user));
-    p.set_capabilities(Some(linux::capabilities(sc)?));
+    p.set_capabilities(Some(capabilities::build(sc, input.host_capabilities)?));
     // Inherit the daemon's rlimits like containerd does: raising RLIMIT_NOFILE above the
     // daemon's hard limit needs CAP_SYS_RESOURCE, which the daemon may not hold.
     p.set_rlimits(None);

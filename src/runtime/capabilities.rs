@@ -7,7 +7,7 @@ use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 use super::{RuntimeError, io_err};
 
 /// Kernel capability numbers are the positions in this list (linux/capability.h).
-const NAMES: &[&str] = &[
+pub const NAMES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
@@ -105,6 +105,19 @@ fn prctl(op: &'static str, option: libc::c_int, arg2: u64, arg3: u64) -> Result<
         ));
     }
     Ok(())
+}
+
+/// The names of the capabilities in the calling process's bounding set: the most that
+/// any process it starts can hold.
+pub fn bounding_names() -> Vec<&'static str> {
+    let max = last_cap().min(NAMES.len() as u32 - 1);
+    (0..=max)
+        .filter(|&cap| {
+            // SAFETY: PR_CAPBSET_READ takes an integer and shares no memory.
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, u64::from(cap), 0u64, 0u64, 0u64) == 1 }
+        })
+        .map(|cap| NAMES[cap as usize])
+        .collect()
 }
 
 /// Drops every capability outside the bounding set. Needs CAP_SETPCAP, so it runs before

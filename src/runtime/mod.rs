@@ -109,6 +109,7 @@ pub struct ExecOptions<'a> {
     pub stdio: Stdio,
 }
 
+pub use capabilities::{NAMES as CAPABILITY_NAMES, bounding_names};
 pub use mounts::supports_recursive_readonly;
 pub use paths::resolve_in_root;
 pub use process::ExecTarget;

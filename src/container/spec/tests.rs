@@ -29,6 +29,8 @@ pub(super) struct Fixture {
     pub(super) user: ResolvedUser,
     pub(super) mount_sources: Vec<std::path::PathBuf>,
     pub(super) devices: Vec<ResolvedDevice>,
+    /// Like this test host's: every capability but SYS_RESOURCE.
+    pub(super) host_capabilities: oci_spec::runtime::Capabilities,
 }
 
 impl Fixture {
@@ -61,6 +63,12 @@ impl Fixture {
             },
             mount_sources: Vec::new(),
             devices: Vec::new(),
+            host_capabilities: super::capabilities::from_names(
+                crate::runtime::CAPABILITY_NAMES
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != "SYS_RESOURCE"),
+            ),
         }
     }
 
@@ -88,6 +96,7 @@ impl Fixture {
             user: &self.user,
             mount_sources: &self.mount_sources,
             devices: &self.devices,
+            host_capabilities: &self.host_capabilities,
         })
     }
 
