@@ -262,6 +262,16 @@ pub async fn exec(
     .map(|r| r.into_inner())
 }
 
+/// `sh -c script` in the container: its exit code and stdout+stderr.
+pub async fn sh(rt: &mut Runtime, id: &str, script: &str) -> (i32, String) {
+    let r = exec(rt, id, &["sh", "-c", script], 10)
+        .await
+        .expect("ExecSync");
+    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&r.stderr));
+    (r.exit_code, out)
+}
+
 pub async fn list_pods(rt: &mut Runtime, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
     rt.list_pod_sandbox(ListPodSandboxRequest { filter })
         .await

@@ -81,15 +81,6 @@ async fn refused(p: &mut Pod, c: &ContainerConfig, want: Code, says: &str) {
     );
 }
 
-async fn sh(rt: &mut Runtime, id: &str, script: &str) -> (i32, String) {
-    let r = exec(rt, id, &["sh", "-c", script], 10)
-        .await
-        .expect("ExecSync");
-    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-    out.push_str(&String::from_utf8_lossy(&r.stderr));
-    (r.exit_code, out)
-}
-
 #[tokio::test]
 async fn host_path_mounts() {
     if !preflight("host_path_mounts", true) {

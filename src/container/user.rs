@@ -125,7 +125,7 @@ fn requested(
     Ok(match (cri_user, cri_group) {
         // A CRI user drops the image's group: the group then comes from passwd.
         (Some(user), group) => (user, group),
-        // kubelet always sends a user with a group; crictl may not: keep the image user.
+        // Refused earlier (`validate`): a group needs a CRI user.
         (None, Some(group)) => (image_name, Some(group)),
         (None, None) => (image_name, image_group),
     })

@@ -47,7 +47,25 @@ pub fn validate_container_config(
     if !c.working_dir.is_empty() {
         check_abs_path("working_dir", &c.working_dir)?;
     }
-    Ok(())
+    check_user(c)
+}
+
+/// api.proto: run_as_group "should only be specified when RunAsUser or RunAsUsername is
+/// specified; otherwise, the runtime MUST error".
+fn check_user(c: &ContainerConfig) -> Result<(), SpecError> {
+    let Some(sc) = c.linux.as_ref().and_then(|l| l.security_context.as_ref()) else {
+        return Ok(());
+    };
+    match &sc.run_as_group {
+        Some(g) if sc.run_as_user.is_none() && sc.run_as_username.is_empty() => {
+            Err(SpecError::invalid(
+                "run_as_group",
+                g.value.to_string(),
+                "needs run_as_user or run_as_username",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A host path or image volume, as api.proto's `Mount` allows it.
@@ -277,6 +295,11 @@ mod tests {
                 c.metadata.as_mut().unwrap().name = "a\0".into()
             }),
             ("no image", |c| c.image = None),
+            ("group without user", |c| {
+                let sc = c.linux.get_or_insert_with(Default::default);
+                let sc = sc.security_context.get_or_insert_with(Default::default);
+                sc.run_as_group = Some(k8s_cri::v1::Int64Value { value: 5 });
+            }),
             ("empty image", |c| c.image.as_mut().unwrap().image.clear()),
             ("absolute log", |c| c.log_path = "/etc/passwd".into()),
             ("escaping log", |c| c.log_path = "../../x.log".into()),

@@ -1,6 +1,7 @@
 //! CreateContainer, its rollback, and the teardown shared with RemoveContainer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use tracing::{info, warn};
@@ -36,6 +37,7 @@ struct BundleJob {
     pod_dir: PathBuf,
     /// For each CRI mount, the layers of its image when it is an image volume.
     volume_layers: Vec<Option<VolumeLayers>>,
+    host_capabilities: Arc<oci_spec::runtime::Capabilities>,
 }
 
 /// Under the bundle: the image volumes' mount points (`container::volumes`).
@@ -114,6 +116,7 @@ impl ContainerManager {
             .collect();
         let job = BundleJob {
             volume_layers,
+            host_capabilities: self.settings.capabilities.clone(),
             lower: self.images.snapshot_dirs(&image),
             bundle: self.bundle(&rec.id),
             data: self.data_dir(&rec.id),
@@ -263,6 +266,24 @@ fn new_record(
 
 /// Mounts the rootfs, resolves the user in it and writes `config.json`: the blocking
 /// half of a create.
+/// The CRI devices; a privileged container also gets every host device, the CRI ones
+/// last so that their container paths win.
+fn all_devices(config: &cri::ContainerConfig) -> Result<Vec<volumes::ResolvedDevice>> {
+    let asked = volumes::resolve_devices(&config.devices)?;
+    let privileged = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.privileged);
+    if !privileged {
+        return Ok(asked);
+    }
+    let mut all = volumes::host_devices()?;
+    all.retain(|d| !asked.iter().any(|a| a.container_path == d.container_path));
+    all.extend(asked);
+    Ok(all)
+}
+
 fn write_bundle(job: &BundleJob) -> Result<()> {
     let rootfs_dir = job.bundle.join("rootfs");
     fault::inject("overlay-mount")?;
@@ -290,7 +311,7 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
     let config = &job.rec.config;
     let volumes_dir = job.bundle.join(VOLUMES_DIR);
     let mount_sources = volumes::prepare_sources(&config.mounts, &job.volume_layers, &volumes_dir)?;
-    let devices = volumes::resolve_devices(&config.devices)?;
+    let devices = all_devices(config)?;
     fault::inject("container-spec")?;
     let cgroups_path = super::super::record::cgroup_path(&job.pod.cgroup, &job.rec.id);
     let spec = spec::generate(&SpecInput {
@@ -314,6 +335,7 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
         user: &user,
         mount_sources: &mount_sources,
         devices: &devices,
+        host_capabilities: &job.host_capabilities,
     })?;
     let config_json = job.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec)

@@ -1,84 +1,20 @@
 //! The `linux` section of the spec and the process's Linux-specific fields:
 //! namespaces, capabilities, resources, sysctls, masked paths, device cgroup rules.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use k8s_cri::v1::{
     ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode,
     NamespaceOption,
 };
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxDevice, LinuxDeviceCgroup,
-    LinuxDeviceType, LinuxNamespace, LinuxNamespaceType, LinuxResources,
+    Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespace, LinuxNamespaceType,
+    LinuxResources,
 };
 
 use super::{SpecError, SpecInput};
 use crate::container::volumes::ResolvedDevice;
-
-/// containerd's default capability set for non-privileged containers.
-pub const DEFAULT_CAPABILITIES: &[Capability] = &[
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
-
-/// Every capability oci-spec knows, for "ALL" and privileged containers.
-const ALL_CAPABILITIES: &[Capability] = &[
-    Capability::AuditControl,
-    Capability::AuditRead,
-    Capability::AuditWrite,
-    Capability::BlockSuspend,
-    Capability::Bpf,
-    Capability::CheckpointRestore,
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::DacReadSearch,
-    Capability::Fowner,
-    Capability::Fsetid,
-    Capability::IpcLock,
-    Capability::IpcOwner,
-    Capability::Kill,
-    Capability::Lease,
-    Capability::LinuxImmutable,
-    Capability::MacAdmin,
-    Capability::MacOverride,
-    Capability::Mknod,
-    Capability::NetAdmin,
-    Capability::NetBindService,
-    Capability::NetBroadcast,
-    Capability::NetRaw,
-    Capability::Perfmon,
-    Capability::Setgid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::Setuid,
-    Capability::SysAdmin,
-    Capability::SysBoot,
-    Capability::SysChroot,
-    Capability::SysModule,
-    Capability::SysNice,
-    Capability::SysPacct,
-    Capability::SysPtrace,
-    Capability::SysRawio,
-    Capability::SysResource,
-    Capability::SysTime,
-    Capability::SysTtyConfig,
-    Capability::Syslog,
-    Capability::WakeAlarm,
-];
 
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
@@ -207,7 +143,11 @@ pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
         None => LinuxResources::default(),
     };
     let (devices, rules) = devices(input.spec.devices);
-    limits.set_devices(Some(device_rules().into_iter().chain(rules).collect()));
+    let rules = match privileged {
+        true => vec![device_rule(false, LinuxDeviceType::A, None, None)],
+        false => device_rules().into_iter().chain(rules).collect(),
+    };
+    limits.set_devices(Some(rules));
     linux.set_resources(Some(limits));
     linux.set_cgroups_path(Some(PathBuf::from(input.spec.cgroups_path)));
     linux.set_sysctl(Some(sysctls(input)?));
@@ -247,61 +187,20 @@ fn namespaces(input: &LinuxInput) -> Vec<LinuxNamespace> {
     out
 }
 
-/// CRI masked/readonly paths replace the defaults when the kubelet sends them.
+/// kubelet always sends a security context with both lists (the defaults, or empty for
+/// an Unmasked procMount), so a context's lists are taken as they are: empty means none.
+/// A client that sends no security context at all gets the defaults.
 fn masked_and_readonly_paths(
     sc: Option<&LinuxContainerSecurityContext>,
 ) -> (Vec<String>, Vec<String>) {
-    let pick = |given: Option<&Vec<String>>, default: &[&str]| match given {
-        Some(list) if !list.is_empty() => list.clone(),
-        _ => default.iter().map(|s| s.to_string()).collect(),
-    };
-    (
-        pick(sc.map(|s| &s.masked_paths), DEFAULT_MASKED_PATHS),
-        pick(sc.map(|s| &s.readonly_paths), DEFAULT_READONLY_PATHS),
-    )
-}
-
-/// Default set, plus CRI adds, minus CRI drops ("ALL" accepted in both, drops applied
-/// last as in containerd); privileged containers get every capability.
-pub(super) fn capabilities(
-    sc: Option<&LinuxContainerSecurityContext>,
-) -> Result<LinuxCapabilities, SpecError> {
-    let mut set: Capabilities = if sc.is_some_and(|s| s.privileged) {
-        ALL_CAPABILITIES.iter().copied().collect()
-    } else {
-        DEFAULT_CAPABILITIES.iter().copied().collect()
-    };
-    if let Some(caps) = sc.and_then(|s| s.capabilities.as_ref()) {
-        if !caps.add_ambient_capabilities.is_empty() {
-            return Err(SpecError::unsupported("ambient capabilities"));
-        }
-        for name in &caps.add_capabilities {
-            set.extend(parse_capabilities(name)?);
-        }
-        for name in &caps.drop_capabilities {
-            for cap in parse_capabilities(name)? {
-                set.remove(&cap);
-            }
-        }
+    let defaults = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    match sc {
+        Some(sc) => (sc.masked_paths.clone(), sc.readonly_paths.clone()),
+        None => (
+            defaults(DEFAULT_MASKED_PATHS),
+            defaults(DEFAULT_READONLY_PATHS),
+        ),
     }
-    let mut caps = LinuxCapabilities::default();
-    caps.set_bounding(Some(set.clone()));
-    caps.set_effective(Some(set.clone()));
-    caps.set_permitted(Some(set));
-    caps.set_inheritable(None);
-    caps.set_ambient(None);
-    Ok(caps)
-}
-
-fn parse_capabilities(name: &str) -> Result<HashSet<Capability>, SpecError> {
-    let upper = name.trim().to_ascii_uppercase();
-    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    if bare == "ALL" {
-        return Ok(ALL_CAPABILITIES.iter().copied().collect());
-    }
-    Capability::from_str(bare)
-        .map(|c| HashSet::from([c]))
-        .map_err(|_| SpecError::invalid("capability", name, "unknown Linux capability"))
 }
 
 pub(super) fn oom_score_adj(config: &ContainerConfig) -> Result<Option<i32>, SpecError> {
@@ -354,20 +253,29 @@ fn devices(resolved: &[ResolvedDevice]) -> (Vec<LinuxDevice>, Vec<LinuxDeviceCgr
 
 /// Deny every device, then allow the standard character devices.
 fn device_rules() -> Vec<LinuxDeviceCgroup> {
-    let mut deny_all = LinuxDeviceCgroup::default();
-    deny_all.set_allow(false);
-    deny_all.set_typ(Some(LinuxDeviceType::A));
-    deny_all.set_access(Some("rwm".to_string()));
+    let deny_all = device_rule(true, LinuxDeviceType::A, None, None);
     let allowed = ALLOWED_DEVICES.iter().map(|&(major, minor, access)| {
-        let mut rule = LinuxDeviceCgroup::default();
-        rule.set_allow(true);
-        rule.set_typ(Some(LinuxDeviceType::C));
-        rule.set_major(Some(major));
-        rule.set_minor(minor);
+        let mut rule = device_rule(false, LinuxDeviceType::C, Some(major), minor);
         rule.set_access(Some(access.to_string()));
         rule
     });
     std::iter::once(deny_all).chain(allowed).collect()
+}
+
+/// A rwm rule; `deny` false allows. A privileged container gets one allow-all rule.
+fn device_rule(
+    deny: bool,
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+) -> LinuxDeviceCgroup {
+    let mut rule = LinuxDeviceCgroup::default();
+    rule.set_allow(!deny);
+    rule.set_typ(Some(typ));
+    rule.set_major(major);
+    rule.set_minor(minor);
+    rule.set_access(Some("rwm".to_string()));
+    rule
 }
 
 /// Pod sysctls; only namespaced ones can be set per container, and only when the

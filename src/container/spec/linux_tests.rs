@@ -1,12 +1,9 @@
 //! Table tests for the Linux section: namespaces, resources, sysctls, capabilities.
 
-use k8s_cri::v1::{
-    Capability as CriCapability, LinuxContainerResources, LinuxPodSandboxConfig, NamespaceMode,
-    NamespaceOption,
-};
-use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
+use k8s_cri::v1::{LinuxContainerResources, LinuxPodSandboxConfig, NamespaceMode, NamespaceOption};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use super::tests::{Fixture, NS_IPC, NS_NET, NS_UTS, linux, process, strings};
+use super::tests::{Fixture, NS_IPC, NS_NET, NS_UTS, linux, strings};
 use super::*;
 use crate::error::{Classify, Kind};
 
@@ -224,75 +221,44 @@ fn sysctls_only_namespaced() {
 }
 
 #[test]
-fn capabilities_add_drop_and_privileged() {
-    let caps = |spec: &Spec| {
-        process(spec)
-            .capabilities()
-            .as_ref()
-            .and_then(|c| c.effective().clone())
-            .unwrap_or_default()
+fn masked_and_readonly_paths_and_privileged_mounts() {
+    let paths = |spec: &Spec| {
+        let l = linux(spec);
+        (
+            l.masked_paths().clone().unwrap_or_default(),
+            l.readonly_paths().clone().unwrap_or_default(),
+        )
     };
-    let spec = Fixture::new().generate().expect("spec");
-    assert_eq!(caps(&spec).len(), 14);
-    assert!(caps(&spec).contains(&Capability::NetRaw));
-    assert!(!caps(&spec).contains(&Capability::SysAdmin));
-    let l = linux(&spec);
-    assert!(
-        l.masked_paths()
-            .as_ref()
-            .is_some_and(|p| p.contains(&"/proc/kcore".to_string()))
-    );
-    assert!(
-        l.readonly_paths()
-            .as_ref()
-            .is_some_and(|p| p.contains(&"/proc/sys".to_string()))
-    );
+    // No security context: the defaults.
+    let (masked, readonly) = paths(&Fixture::new().generate().expect("spec"));
+    assert!(masked.contains(&"/proc/kcore".to_string()));
+    assert!(readonly.contains(&"/proc/sys".to_string()));
 
+    // A context's lists as they are: kubelet's Unmasked procMount sends empty ones.
     let mut f = Fixture::new();
-    f.security().capabilities = Some(CriCapability {
-        add_capabilities: strings(&["NET_ADMIN", "cap_sys_time"]),
-        drop_capabilities: strings(&["NET_RAW", "CAP_KILL"]),
-        ..Default::default()
-    });
-    let got = caps(&f.generate().expect("spec"));
-    assert!(got.contains(&Capability::NetAdmin) && got.contains(&Capability::SysTime));
-    assert!(!got.contains(&Capability::NetRaw) && !got.contains(&Capability::Kill));
-
-    let mut f = Fixture::new();
-    f.security().capabilities = Some(CriCapability {
-        add_capabilities: strings(&["CHOWN"]),
-        drop_capabilities: strings(&["ALL"]),
-        ..Default::default()
-    });
-    assert!(
-        caps(&f.generate().expect("spec")).is_empty(),
-        "drops apply after adds"
-    );
-
-    let mut f = Fixture::new();
-    f.security().capabilities = Some(CriCapability {
-        add_capabilities: strings(&["NOT_A_CAP"]),
-        ..Default::default()
-    });
-    assert!(matches!(
-        f.generate(),
-        Err(SpecError::Input(
-            crate::validation::InputError::Invalid { .. }
-        ))
-    ));
+    f.security().masked_paths = strings(&["/bin/ls"]);
+    let (masked, readonly) = paths(&f.generate().expect("spec"));
+    assert_eq!(masked, strings(&["/bin/ls"]));
+    assert!(readonly.is_empty());
 
     let mut f = Fixture::new();
     f.security().privileged = true;
+    f.security().masked_paths = strings(&["/proc/kcore"]);
     let spec = f.generate().expect("spec");
-    assert!(caps(&spec).contains(&Capability::SysAdmin));
     for dest in ["/sys", "/sys/fs/cgroup"] {
         let opts = super::tests::mount(&spec, dest)
             .and_then(|m| m.options().clone())
             .unwrap_or_default();
         assert!(opts.contains(&"rw".to_string()) && !opts.contains(&"ro".to_string()));
     }
-    assert_eq!(linux(&spec).masked_paths().as_deref(), Some(&[][..]));
-    assert_eq!(linux(&spec).readonly_paths().as_deref(), Some(&[][..]));
+    assert_eq!(paths(&spec), (Vec::new(), Vec::new()));
+    let rules = linux(&spec)
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(rules[0].allow() && rules[0].major().is_none() && rules[0].minor().is_none());
 }
 
 #[test]

@@ -60,6 +60,19 @@ pub fn resolve_devices(devices: &[Device]) -> Result<Vec<ResolvedDevice>, MountE
     Ok(out)
 }
 
+/// Every device node of the host's /dev, for a privileged container (containerd's
+/// WithHostDevices): the container sees the host's devices and may use all of them.
+pub fn host_devices() -> Result<Vec<ResolvedDevice>, MountError> {
+    let dev = Path::new("/dev");
+    let mut out = Vec::new();
+    walk(dev, dev, "rwm", &mut out).map_err(|e| MountError::Device {
+        host_path: dev.to_path_buf(),
+        reason: e.to_string(),
+        kind: Kind::Internal,
+    })?;
+    Ok(out)
+}
+
 fn walk(
     dir: &Path,
     container: &Path,
@@ -125,6 +138,17 @@ mod tests {
         assert_eq!(d.container_path, Path::new("/dev/mynull"));
         assert_eq!((d.typ, d.major, d.minor), ('c', 1, 3));
         assert_eq!(d.permissions, "rw");
+    }
+
+    #[test]
+    fn host_devices_are_the_nodes_under_dev() {
+        let got = host_devices().expect("walk /dev");
+        let null = got
+            .iter()
+            .find(|d| d.container_path == Path::new("/dev/null"));
+        assert_eq!(null.map(|d| (d.typ, d.major, d.minor)), Some(('c', 1, 3)));
+        assert!(got.iter().all(|d| d.permissions == "rwm"));
+        assert!(!got.iter().any(|d| d.container_path.starts_with("/dev/pts")));
     }
 
     #[test]

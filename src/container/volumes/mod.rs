@@ -14,7 +14,7 @@ use k8s_cri::v1::Mount;
 
 use crate::error::{Classify, Kind};
 
-pub use devices::{ResolvedDevice, resolve_devices};
+pub use devices::{ResolvedDevice, host_devices, resolve_devices};
 pub use image::release;
 
 /// The read-only layers of one image volume, as the image store has them.
