@@ -24,6 +24,7 @@ mod pods;
 mod resources;
 mod restart;
 mod rollback;
+mod security;
 mod selftest;
 mod stats;
 mod verbose;

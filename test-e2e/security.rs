@@ -1,0 +1,179 @@
+//! The security context as seen from inside the container: capability sets for root and
+//! non-root users, privileged containers (the daemon's whole bounding set, host devices,
+//! nothing masked), and refusals that leave nothing behind.
+
+use crate::fixtures::*;
+use crate::harness::{Daemon, Runtime, preflight};
+use crate::mounts::host_network_pod;
+use k8s_cri::v1::*;
+use tonic::Code;
+
+/// docker's and containerd's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID
+/// SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+const DEFAULT_CAPS: u64 = 0xa804_25fb;
+const NET_BIND_SERVICE: u64 = 1 << 10;
+
+/// The hex mask of `field` (CapEff, CapBnd, ...) in a /proc status text.
+fn cap_field(status: &str, field: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line.trim(), 16).expect("hex mask")
+}
+
+fn security(c: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    let linux = c.linux.get_or_insert_with(Default::default);
+    linux.security_context.get_or_insert_with(Default::default)
+}
+
+fn caps(add: &[&str], drop: &[&str], ambient: &[&str]) -> Option<Capability> {
+    let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+    Some(Capability {
+        add_capabilities: own(add),
+        drop_capabilities: own(drop),
+        add_ambient_capabilities: own(ambient),
+    })
+}
+
+/// Starts `c` and returns its init's /proc status (the container has its own PID
+/// namespace, so its init is pid 1).
+async fn init_status(
+    rt: &mut Runtime,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    c: &ContainerConfig,
+) -> (String, String) {
+    let id = create_and_start(rt, pod_id, pod, c).await;
+    let (code, out) = sh(rt, &id, "cat /proc/1/status").await;
+    assert_eq!(code, 0, "{out}");
+    (id, out)
+}
+
+#[tokio::test]
+async fn capability_sets_inside_the_container() {
+    if !preflight("capability_sets_inside_the_container", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = host_network_pod(&d, "caps");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let host_bounding = cap_field(
+        &std::fs::read_to_string("/proc/self/status").unwrap(),
+        "CapBnd",
+    );
+
+    let mut cases: Vec<(&str, ContainerConfig, [u64; 4])> = Vec::new();
+    let base = |name| container_config(name, &busybox, &["sleep", "1000"]);
+    cases.push((
+        "default",
+        base("default"),
+        [DEFAULT_CAPS, DEFAULT_CAPS, 0, 0],
+    ));
+    let mut c = base("restricted");
+    security(&mut c).capabilities = caps(&["NET_BIND_SERVICE"], &["ALL"], &[]);
+    cases.push((
+        "drop ALL, add one",
+        c,
+        [NET_BIND_SERVICE, NET_BIND_SERVICE, 0, 0],
+    ));
+    let mut c = base("all");
+    security(&mut c).capabilities = caps(&["ALL"], &[], &[]);
+    cases.push(("add ALL", c, [host_bounding, host_bounding, 0, 0]));
+    let mut c = base("nonroot");
+    security(&mut c).run_as_user = Some(Int64Value { value: 1000 });
+    cases.push(("non-root", c, [0, DEFAULT_CAPS, 0, 0]));
+    let mut c = base("ambient");
+    security(&mut c).run_as_user = Some(Int64Value { value: 1000 });
+    security(&mut c).capabilities = caps(&[], &[], &["NET_BIND_SERVICE"]);
+    let amb = NET_BIND_SERVICE;
+    cases.push(("non-root ambient", c, [amb, DEFAULT_CAPS, amb, amb]));
+
+    for (what, c, [eff, bnd, inh, amb]) in cases {
+        let (_, status) = init_status(&mut rt, &pod_id, &pod, &c).await;
+        let got = ["CapEff", "CapBnd", "CapInh", "CapAmb"].map(|f| cap_field(&status, f));
+        assert_eq!(got, [eff, bnd, inh, amb], "{what}: {status}");
+    }
+    d.teardown().await;
+}
+
+#[tokio::test]
+async fn privileged_container_gets_the_daemons_capabilities_and_host_devices() {
+    if !preflight(
+        "privileged_container_gets_the_daemons_capabilities_and_host_devices",
+        true,
+    ) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = host_network_pod(&d, "privileged");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let host_bounding = cap_field(
+        &std::fs::read_to_string("/proc/self/status").unwrap(),
+        "CapBnd",
+    );
+
+    let mut c = container_config("priv", &busybox, &["sleep", "1000"]);
+    security(&mut c).privileged = true;
+    // kubelet sends the default masked paths; privileged ignores them.
+    security(&mut c).masked_paths = vec!["/proc/timer_list".into()];
+    let (id, status) = init_status(&mut rt, &pod_id, &pod, &c).await;
+    assert_eq!(cap_field(&status, "CapEff"), host_bounding, "{status}");
+    assert_eq!(cap_field(&status, "CapBnd"), host_bounding, "{status}");
+    let checks = [
+        // A host device outside the default allow list: present and usable.
+        ("test -c /dev/kmsg && head -c0 /dev/kmsg", 0, ""),
+        ("grep ' /sys ' /proc/mounts", 0, " rw,"),
+        ("head -c1 /proc/timer_list | wc -c", 0, "1"),
+    ];
+    for (script, code, says) in checks {
+        let (got, out) = sh(&mut rt, &id, script).await;
+        assert_eq!(got, code, "{script}: {out}");
+        assert!(out.contains(says), "{script}: {out}");
+    }
+
+    let mut c = container_config("plain", &busybox, &["sleep", "1000"]);
+    security(&mut c).masked_paths = vec!["/proc/timer_list".into()];
+    let id = create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    let (got, out) = sh(
+        &mut rt,
+        &id,
+        "test -e /dev/kmsg || echo absent; head -c1 /proc/timer_list | wc -c",
+    )
+    .await;
+    assert_eq!(
+        (got, out.split_whitespace().collect::<Vec<_>>()),
+        (0, vec!["absent", "0"])
+    );
+    d.teardown().await;
+}
+
+#[tokio::test]
+async fn bad_security_contexts_are_refused() {
+    if !preflight("bad_security_contexts_are_refused", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = host_network_pod(&d, "refused");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let mut group_only = container_config("group", &busybox, &["true"]);
+    security(&mut group_only).run_as_group = Some(Int64Value { value: 5 });
+    let mut unknown = container_config("unknown", &busybox, &["true"]);
+    security(&mut unknown).capabilities = caps(&["CAP_NOPE"], &[], &[]);
+    for (c, says) in [(group_only, "run_as_group"), (unknown, "CAP_NOPE")] {
+        let err = create(&mut rt, &pod_id, &pod, &c)
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains(says), "{err}");
+        assert!(list_containers(&mut rt).await.is_empty());
+        assert!(crate::mounts::container_mounts(&d).is_empty());
+    }
+    d.teardown().await;
+}
