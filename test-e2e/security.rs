@@ -177,3 +177,37 @@ async fn bad_security_contexts_are_refused() {
     }
     d.teardown().await;
 }
+
+#[tokio::test]
+async fn the_effective_user_is_reported_and_held() {
+    if !preflight("the_effective_user_is_reported_and_held", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = host_network_pod(&d, "user");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let mut c = container_config("user", &busybox, &["sleep", "1000"]);
+    let sc = security(&mut c);
+    sc.run_as_user = Some(Int64Value { value: 1000 });
+    sc.run_as_group = Some(Int64Value { value: 5 });
+    sc.supplemental_groups = vec![1234];
+    sc.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+    let id = create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    let (code, out) = sh(&mut rt, &id, "id -u; id -g; id -G").await;
+    assert_eq!((code, out.as_str()), (0, "1000\n5\n5 1234\n"));
+    let user = container_status(&mut rt, &id)
+        .await
+        .user
+        .and_then(|u| u.linux);
+    assert_eq!(
+        user,
+        Some(LinuxContainerUser {
+            uid: 1000,
+            gid: 5,
+            supplemental_groups: vec![5, 1234],
+        })
+    );
+    d.teardown().await;
+}

@@ -50,6 +50,9 @@ pub struct ContainerRecord {
     pub log_path: Option<PathBuf>,
     /// Cached once the container has exited, so its status never needs the monitor again.
     pub exit: Option<Exit>,
+    /// The identity its process runs as, resolved at create (ContainerStatus `user`).
+    #[serde(default)]
+    pub user: Option<cri::ContainerUser>,
 }
 
 impl Record for ContainerRecord {

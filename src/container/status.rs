@@ -125,6 +125,7 @@ pub fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
         labels: rec.config.labels.clone(),
         annotations: rec.config.annotations.clone(),
         mounts: mounts_of(rec),
+        user: rec.user.clone(),
         log_path: rec
             .log_path
             .as_ref()
@@ -139,7 +140,6 @@ pub fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
                 linux: Some(r),
                 ..Default::default()
             }),
-        user: None,
     }
 }
 

@@ -38,6 +38,19 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
+impl ResolvedUser {
+    /// ContainerStatus `user`: the identity the process actually runs with.
+    pub fn to_cri(&self) -> k8s_cri::v1::ContainerUser {
+        k8s_cri::v1::ContainerUser {
+            linux: Some(k8s_cri::v1::LinuxContainerUser {
+                uid: self.uid.into(),
+                gid: self.gid.into(),
+                supplemental_groups: self.additional_gids.iter().map(|&g| g.into()).collect(),
+            }),
+        }
+    }
+}
+
 /// Resolves the user as containerd does: a CRI `run_as_username` wins over `run_as_user`,
 /// either wins over the image user; `run_as_group` replaces the group part.
 pub fn resolve_user(
@@ -79,10 +92,15 @@ pub fn resolve_user(
     };
 
     let mut additional_gids = vec![gid];
+    // Strict: only the primary and the CRI groups, none that the image's /etc/group adds.
+    let strict = sc.is_some_and(|s| {
+        s.supplemental_groups_policy == k8s_cri::v1::SupplementalGroupsPolicy::Strict as i32
+    });
     let listed = groups.iter().filter(|g| {
-        username
-            .as_ref()
-            .is_some_and(|name| g.members.iter().any(|m| m == name))
+        !strict
+            && username
+                .as_ref()
+                .is_some_and(|name| g.members.iter().any(|m| m == name))
     });
     let supplemental = sc.map(|s| s.supplemental_groups.as_slice()).unwrap_or(&[]);
     let supplemental = supplemental
@@ -226,7 +244,7 @@ fn records(text: &str) -> impl Iterator<Item = Vec<&str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Int64Value;
+    use k8s_cri::v1::{Int64Value, SupplementalGroupsPolicy};
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
         # comment\n\
@@ -315,6 +333,14 @@ mod tests {
             (
                 sc(|s| s.supplemental_groups = vec![44, 7, 7]),
                 user(1, 50, &[50, 44, 7]),
+            ),
+            (
+                sc(|s| {
+                    s.run_as_user = uid(1000);
+                    s.supplemental_groups = vec![7];
+                    s.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+                }),
+                user(1000, 1000, &[1000, 7]),
             ),
         ];
         for (ctx, want) in cases {

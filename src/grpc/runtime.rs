@@ -359,7 +359,10 @@ impl RuntimeService for RuntimeApi {
             }),
             info,
             runtime_handlers: vec![default_handler()],
-            ..Default::default()
+            // Strict or Merge supplemental groups, and the user reported in ContainerStatus.
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 

@@ -130,6 +130,7 @@ fn container() -> ContainerRecord {
         log_path: None,
         exit: None,
         image_volumes: Vec::new(),
+        user: None,
     }
 }
 

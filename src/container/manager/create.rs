@@ -81,15 +81,21 @@ impl ContainerManager {
             .reserve_name(name_key(&pod.id, &record.config), &id)?;
         let entry = self.containers.insert(record.clone()).await?;
         let _op = entry.exclusive().await;
-        if let Err(e) = self.setup(&record, pod, image, image_name, volumes).await {
-            warn!(container = %id, error = %e, "create container failed; rolling back");
-            if self.undo_creation(&entry).await? {
-                name.keep();
+        let user = match self.setup(&record, pod, image, image_name, volumes).await {
+            Ok(user) => user,
+            Err(e) => {
+                warn!(container = %id, error = %e, "create container failed; rolling back");
+                if self.undo_creation(&entry).await? {
+                    name.keep();
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         self.containers
-            .save(&entry, |r| r.phase = ContainerPhase::Created)
+            .save(&entry, |r| {
+                r.phase = ContainerPhase::Created;
+                r.user = Some(user);
+            })
             .await?;
         name.keep();
         self.changes
@@ -105,7 +111,7 @@ impl ContainerManager {
         image: Image,
         image_name: String,
         volumes: Vec<Option<Image>>,
-    ) -> Result<()> {
+    ) -> Result<cri::ContainerUser> {
         let volume_layers = volumes
             .iter()
             .map(|v| {
@@ -128,7 +134,7 @@ impl ContainerManager {
             image_name,
         };
         let (bundle, data) = (job.bundle.clone(), job.data.clone());
-        blocking("container bundle", move || write_bundle(&job)).await?;
+        let user = blocking("container bundle", move || write_bundle(&job)).await?;
         self.monitor(rec)
             .create(proto::CreateContainer {
                 id: rec.id.clone(),
@@ -142,7 +148,7 @@ impl ContainerManager {
                 max_log_line: self.settings.max_log_line,
             })
             .await?;
-        Ok(())
+        Ok(user)
     }
 
     /// The image of each image volume mount (None for a host path). kubelet pulls them
@@ -260,6 +266,7 @@ fn new_record(
         created_at: crate::id::now_ns(),
         started_at: 0,
         phase: ContainerPhase::Creating,
+        user: None,
         exit: None,
     })
 }
@@ -284,7 +291,8 @@ fn all_devices(config: &cri::ContainerConfig) -> Result<Vec<volumes::ResolvedDev
     Ok(all)
 }
 
-fn write_bundle(job: &BundleJob) -> Result<()> {
+/// Writes `config.json`; returns the user its process runs as.
+fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
     let rootfs_dir = job.bundle.join("rootfs");
     fault::inject("overlay-mount")?;
     rootfs::mount_overlay(&Overlay {
@@ -341,5 +349,5 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
     let bytes = serde_json::to_vec(&spec)
         .map_err(|e| Error::io("encoding", &config_json, std::io::Error::other(e)))?;
     crate::store::write_atomic(&config_json, &bytes)?;
-    Ok(())
+    Ok(user.to_cri())
 }
