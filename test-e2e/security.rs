@@ -175,6 +175,27 @@ async fn bad_security_contexts_are_refused() {
         assert!(list_containers(&mut rt).await.is_empty());
         assert!(crate::mounts::container_mounts(&d).is_empty());
     }
+    // Pod user namespaces are not built: refused, never silently run as host root.
+    let mut userns_pod = pod_config(&d, "userns");
+    let linux = userns_pod.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    sc.namespace_options = Some(NamespaceOption {
+        userns_options: Some(UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(userns_pod),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("userns POD refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("user namespace"), "{err}");
+    assert_eq!(list_pods(&mut rt, None).await.len(), 1);
     d.teardown().await;
 }
 

@@ -56,6 +56,7 @@ fn check_user(c: &ContainerConfig) -> Result<(), SpecError> {
     let Some(sc) = c.linux.as_ref().and_then(|l| l.security_context.as_ref()) else {
         return Ok(());
     };
+    crate::sandbox::validate::check_user_namespace(sc.namespace_options.as_ref())?;
     match &sc.run_as_group {
         Some(g) if sc.run_as_user.is_none() && sc.run_as_username.is_empty() => {
             Err(SpecError::invalid(

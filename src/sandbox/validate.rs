@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use k8s_cri::v1::{PodSandboxConfig, PortMapping, Protocol};
+use k8s_cri::v1::{NamespaceMode, NamespaceOption, PodSandboxConfig, PortMapping, Protocol};
 
 use crate::validation::{InputError, check_hostname, check_name, has_parent};
 
@@ -27,6 +27,8 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), InputError> {
     for pm in &c.port_mappings {
         check_port_mapping(pm)?;
     }
+    let ns = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
+    check_user_namespace(ns.and_then(|s| s.namespace_options.as_ref()))?;
     if let Some(dns) = &c.dns_config {
         for server in &dns.servers {
             server
@@ -41,6 +43,25 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), InputError> {
         }
     }
     Ok(())
+}
+
+/// Only the node's user namespace: a pod of its own needs id-mapped rootfs and volume
+/// mounts, which are not built yet. Status says `user_namespaces: false`, so kubelet does
+/// not ask; any other client gets an error rather than a pod silently running as host
+/// root. CONTAINER and TARGET are invalid for user namespaces (api.proto).
+pub fn check_user_namespace(ns: Option<&NamespaceOption>) -> Result<(), InputError> {
+    let Some(userns) = ns.and_then(|n| n.userns_options.as_ref()) else {
+        return Ok(());
+    };
+    let mode = NamespaceMode::try_from(userns.mode);
+    let reason = match mode {
+        Ok(NamespaceMode::Node) => return Ok(()),
+        Ok(NamespaceMode::Pod) => "pod user namespaces are not implemented yet; only NODE",
+        Ok(_) => "a user namespace is the pod's or the node's: POD or NODE",
+        Err(_) => "unknown namespace mode",
+    };
+    let shown = mode.map_or(userns.mode.to_string(), |m| m.as_str_name().to_string());
+    Err(InputError::invalid("user namespace mode", shown, reason))
 }
 
 fn check_log_directory(dir: &str) -> Result<(), InputError> {
@@ -153,6 +174,17 @@ mod tests {
         check(|c| c.hostname = format!("{}.{}", "a".repeat(31), "b".repeat(32)))
             .expect("64-char hostname");
         check(|c| meta(c).name = "n".repeat(253)).expect("253-char name");
+        check(|c| userns(c, NamespaceMode::Node)).expect("the node's user namespace");
+    }
+
+    fn userns(c: &mut PodSandboxConfig, mode: NamespaceMode) {
+        let linux = c.linux.get_or_insert_with(Default::default);
+        let sc = linux.security_context.get_or_insert_with(Default::default);
+        let ns = sc.namespace_options.get_or_insert_with(Default::default);
+        ns.userns_options = Some(k8s_cri::v1::UserNamespace {
+            mode: mode as i32,
+            ..Default::default()
+        });
     }
 
     #[test]
@@ -196,6 +228,9 @@ mod tests {
             ("dns option space", |c| {
                 c.dns_config.as_mut().unwrap().options = vec!["ndots:5 x".into()]
             }),
+            ("userns pod", |c| userns(c, NamespaceMode::Pod)),
+            ("userns container", |c| userns(c, NamespaceMode::Container)),
+            ("userns target", |c| userns(c, NamespaceMode::Target)),
         ];
         for (what, mutate) in cases {
             let err = check(*mutate).expect_err(what);
