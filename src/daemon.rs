@@ -29,11 +29,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     let layout = cfg.layout();
     make_dir(&cfg.root, 0o711)?;
     make_dir(&cfg.run_root, 0o711)?;
+    // Only root reads pod records, CNI results (addresses, routes) and bundles.
+    let cni_results = cfg.run_root.join("cni-results");
     for d in [
         &layout.pods,
         &layout.containers,
         &layout.pod_run,
         &layout.container_run,
+        &cni_results,
     ] {
         make_dir(d, 0o700)?;
     }
@@ -51,8 +54,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             cgroup_parent: cfg.cgroup_parent.clone(),
             exe,
         },
-        Cni::new(cfg.cni.conf_dir.clone(), cfg.cni.bin_dirs.clone())
-            .with_result_cache(cfg.run_root.join("cni-results")),
+        Cni::new(cfg.cni.conf_dir.clone(), cfg.cni.bin_dirs.clone()).with_result_cache(cni_results),
         changes.0.clone(),
     ));
     let containers = Arc::new(ContainerManager::new(

@@ -232,3 +232,82 @@ async fn the_effective_user_is_reported_and_held() {
     );
     d.teardown().await;
 }
+
+/// The host pid of a running container, from its verbose status.
+async fn host_pid(rt: &mut Runtime, id: &str) -> i64 {
+    let r = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("verbose ContainerStatus")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).expect("info JSON");
+    info["pid"].as_i64().expect("pid")
+}
+
+#[tokio::test]
+async fn a_container_cannot_reach_the_daemon_or_another_pod() {
+    if !preflight("a_container_cannot_reach_the_daemon_or_another_pod", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let victim_pod = host_network_pod(&d, "victim");
+    let victim_pod_id = run_pod(&mut rt, &victim_pod).await;
+    let victim = container_config(
+        "victim",
+        &busybox,
+        &["sh", "-c", "echo s > /tmp/secret; sleep 1000"],
+    );
+    let victim = create_and_start(&mut rt, &victim_pod_id, &victim_pod, &victim).await;
+    let victim_pid = host_pid(&mut rt, &victim).await;
+
+    // With the host's PID namespace (baseline pod security forbids it) a container sees
+    // every process, but the daemon holds capabilities it lacks, so ptrace access checks
+    // keep it out of the daemon's root and fds. It could read a container's root running
+    // with the same uid and capabilities, as under containerd: hostPID is privileged.
+    let pod = host_network_pod(&d, "prober");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let mut c = container_config("hostpid", &busybox, &["sleep", "1000"]);
+    security(&mut c).namespace_options = Some(NamespaceOption {
+        pid: NamespaceMode::Node as i32,
+        ..Default::default()
+    });
+    let host_pid_prober = create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    let c = container_config("plain", &busybox, &["sleep", "1000"]);
+    let prober = create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    let daemon = d.pid().expect("daemon pid");
+    let (state, socket) = (d.paths.root.display(), d.paths.socket.display());
+    let probes = [
+        (&host_pid_prober, format!("ls /proc/{daemon}/root/")),
+        (&host_pid_prober, format!("cat /proc/{daemon}/environ")),
+        (&host_pid_prober, format!("readlink /proc/{daemon}/fd/0")),
+        (&host_pid_prober, format!("ls {state}")),
+        (&host_pid_prober, format!("nc -U {socket} </dev/null")),
+        (&prober, format!("cat /proc/{victim_pid}/root/tmp/secret")),
+        (&prober, "ls /run/crius /var/lib/crius".to_string()),
+    ];
+    for (id, probe) in probes {
+        let (code, out) = sh(&mut rt, id, &probe).await;
+        assert_ne!(code, 0, "{probe} worked: {out}");
+    }
+    // The least permissions that work: roots traversable only, state root's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let (root, run) = (&d.paths.root, &d.paths.run_root);
+    assert_eq!(mode(&d.paths.socket), 0o660);
+    for (dir, want) in [
+        (root.clone(), 0o711),
+        (run.clone(), 0o711),
+        (root.join("pods"), 0o700),
+        (root.join("containers"), 0o700),
+        (run.join("cni-results"), 0o700),
+    ] {
+        assert_eq!(mode(&dir), want, "{}", dir.display());
+    }
+    d.teardown().await;
+}
