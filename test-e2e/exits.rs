@@ -1,4 +1,4 @@
-//! How a container's end is reported: the OOM killer's victims.
+//! How a container's end is reported: the OOM killer's victims; the signal that stops it.
 
 use crate::fixtures::*;
 use crate::harness::{Daemon, preflight};
@@ -45,5 +45,54 @@ async fn oom_killed_container() {
     let id = create_and_start(&mut rt, &pod_id, &pod, &killed).await;
     let st = wait_state(&mut rt, &id, ContainerState::ContainerExited, within).await;
     assert_eq!((st.exit_code, st.reason.as_str()), (137, "Error"), "{st:?}");
+    d.teardown().await;
+}
+
+/// CRI `stop_signal` wins over the image's: the container's trap sees SIGUSR1, and its
+/// status reports the signal. An unknown signal is refused at create.
+#[tokio::test]
+async fn stop_signal_from_cri() {
+    if !preflight("stop_signal_from_cri", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod = crate::mounts::host_network_pod(&d, "stopsignal");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let script = "trap 'exit 42' USR1; echo ready; while true; do sleep 0.1; done";
+    let mut c = container_config("trap", BUSYBOX, &["sh", "-c", script]);
+    c.stop_signal = Signal::Sigusr1 as i32;
+    let id = create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    assert_eq!(
+        container_status(&mut rt, &id).await.stop_signal,
+        Signal::Sigusr1 as i32
+    );
+    wait_log_line(
+        &log_path(&pod, &c),
+        "stdout",
+        "ready",
+        Duration::from_secs(10),
+    )
+    .await;
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await
+    .expect("StopContainer");
+    let st = container_status(&mut rt, &id).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 42)
+    );
+
+    let mut bad = container_config("bad", BUSYBOX, &["true"]);
+    bad.stop_signal = 999;
+    let err = create(&mut rt, &pod_id, &pod, &bad)
+        .await
+        .expect_err("bad signal");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert_eq!(list_containers(&mut rt).await.len(), 1);
     d.teardown().await;
 }

@@ -288,6 +288,9 @@ impl ContainerManager {
     }
 
     fn stop_signal(&self, rec: &ContainerRecord) -> i32 {
+        if rec.stop_signal != 0 {
+            return rec.stop_signal;
+        }
         let from_image = self.images.get(&rec.image_id).and_then(|i| {
             i.config
                 .config()
@@ -295,7 +298,7 @@ impl ContainerManager {
                 .and_then(|c| c.stop_signal().clone())
         });
         from_image
-            .and_then(|s| parse_signal(&s))
+            .and_then(|s| super::signal::number(&s))
             .unwrap_or(libc::SIGTERM)
     }
 }
@@ -311,28 +314,4 @@ fn resolve_log_path(
         Path::new(pod.log_directory()),
         &c.log_path,
     )?))
-}
-
-fn parse_signal(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Some(n);
-    }
-    let name = s.trim_start_matches("SIG");
-    let full = format!("SIG{name}");
-    full.parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|s| s as i32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_by_name_and_number() {
-        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("QUIT"), Some(libc::SIGQUIT));
-        assert_eq!(parse_signal("9"), Some(9));
-        assert_eq!(parse_signal("SIGNOPE"), None);
-    }
 }

@@ -4,6 +4,7 @@ pub mod error;
 pub mod manager;
 pub mod record;
 pub mod rootfs;
+pub mod signal;
 pub mod spec;
 pub mod status;
 pub mod user;

@@ -53,6 +53,10 @@ pub struct ContainerRecord {
     /// The identity its process runs as, resolved at create (ContainerStatus `user`).
     #[serde(default)]
     pub user: Option<cri::ContainerUser>,
+    /// The signal StopContainer sends first, resolved at create; 0 in records written
+    /// before it was kept (the image is asked again).
+    #[serde(default)]
+    pub stop_signal: i32,
 }
 
 impl Record for ContainerRecord {

@@ -126,6 +126,10 @@ pub fn status_of(rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
         annotations: rec.config.annotations.clone(),
         mounts: mounts_of(rec),
         user: rec.user.clone(),
+        stop_signal: match rec.stop_signal {
+            0 => cri::Signal::RuntimeDefault as i32,
+            n => crate::container::signal::to_cri(n) as i32,
+        },
         log_path: rec
             .log_path
             .as_ref()

@@ -131,6 +131,7 @@ fn container() -> ContainerRecord {
         exit: None,
         image_volumes: Vec::new(),
         user: None,
+        stop_signal: 0,
     }
 }
 

@@ -250,6 +250,12 @@ fn new_record(
             })
         })
         .collect();
+    let image_signal = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.stop_signal().clone());
+    let stop_signal = crate::container::signal::resolve(&config, image_signal.as_deref())?;
     Ok(ContainerRecord {
         id: crate::id::new_id(),
         pod_id: pod.id.clone(),
@@ -267,6 +273,7 @@ fn new_record(
         started_at: 0,
         phase: ContainerPhase::Creating,
         user: None,
+        stop_signal,
         exit: None,
     })
 }
