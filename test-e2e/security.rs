@@ -166,7 +166,19 @@ async fn bad_security_contexts_are_refused() {
     security(&mut group_only).run_as_group = Some(Int64Value { value: 5 });
     let mut unknown = container_config("unknown", &busybox, &["true"]);
     security(&mut unknown).capabilities = caps(&["CAP_NOPE"], &[], &[]);
-    for (c, says) in [(group_only, "run_as_group"), (unknown, "CAP_NOPE")] {
+    // This host has no AppArmor: a profile cannot be honoured, so it is refused.
+    let mut apparmor = container_config("apparmor", &busybox, &["true"]);
+    security(&mut apparmor).apparmor = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "crius-test".into(),
+    });
+    let no_apparmor = !std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y");
+    let mut cases = vec![(group_only, "run_as_group"), (unknown, "CAP_NOPE")];
+    if no_apparmor {
+        cases.push((apparmor, "AppArmor is not enabled"));
+    }
+    for (c, says) in cases {
         let err = create(&mut rt, &pod_id, &pod, &c)
             .await
             .expect_err("refused");

@@ -11,6 +11,7 @@ mod capabilities_tests;
 mod linux;
 #[cfg(test)]
 mod linux_tests;
+mod lsm;
 mod mounts;
 mod resources;
 #[cfg(test)]
@@ -75,8 +76,18 @@ pub struct SpecInput<'a> {
     pub mount_sources: &'a [PathBuf],
     /// `config.devices` as host device nodes.
     pub devices: &'a [ResolvedDevice],
+    pub host: &'a Host,
+}
+
+/// What the host lets containers have, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
     /// The daemon's bounding set: the most any container may hold.
-    pub host_capabilities: &'a oci_spec::runtime::Capabilities,
+    pub capabilities: oci_spec::runtime::Capabilities,
+    /// AppArmor is enabled in the kernel.
+    pub apparmor: bool,
+    /// SELinux is enabled in the kernel.
+    pub selinux: bool,
 }
 
 /// The limits UpdateContainerResources writes to a container's cgroup, validated and
@@ -151,13 +162,14 @@ fn process(
         image.and_then(|c| c.working_dir().as_deref()),
     ));
     p.set_user(user(input.user));
-    p.set_capabilities(Some(capabilities::build(sc, input.host_capabilities)?));
+    p.set_capabilities(Some(capabilities::build(sc, &input.host.capabilities)?));
     // Inherit the daemon's rlimits like containerd does: raising RLIMIT_NOFILE above the
     // daemon's hard limit needs CAP_SYS_RESOURCE, which the daemon may not hold.
     p.set_rlimits(None);
     p.set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)));
     p.set_oom_score_adj(linux::oom_score_adj(input.config)?);
-    p.set_apparmor_profile(None);
+    p.set_apparmor_profile(lsm::apparmor_profile(sc, input.host)?);
+    lsm::check_selinux(sc, input.host)?;
     p.set_selinux_label(None);
     Ok(p)
 }

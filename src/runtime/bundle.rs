@@ -55,9 +55,6 @@ impl Bundle {
         if linux.is_some_and(|l| l.seccomp().is_some()) {
             missing.push("seccomp");
         }
-        if self.process().apparmor_profile().is_some() {
-            missing.push("apparmor");
-        }
         if self.process().terminal() == Some(true) {
             missing.push("terminal");
         }

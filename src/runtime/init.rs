@@ -11,7 +11,7 @@ use super::child::exit_now;
 use super::executable::Program;
 use super::namespaces::{self, NamespacePlan};
 use super::sync::{Channel, Message};
-use super::{RuntimeError, Stdio, io_err, rlimits, rootfs, stdio, sys_err, user};
+use super::{RuntimeError, Stdio, io_err, lsm, rlimits, rootfs, stdio, sys_err, user};
 
 pub(super) struct InitArgs<'a> {
     pub spec: &'a Spec,
@@ -116,6 +116,8 @@ pub(super) fn prepare_process(
     if let Some(adj) = process.oom_score_adj() {
         rlimits::set_oom_score_adj(adj)?;
     }
+    // Before the user change, as runc: the profile takes effect at execve either way.
+    lsm::apply_apparmor(process.apparmor_profile().as_deref())?;
     user::apply_identity(process)?;
     let cwd = process.cwd();
     std::env::set_current_dir(cwd).map_err(|e| io_err("chdir", cwd, e))?;

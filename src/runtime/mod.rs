@@ -110,6 +110,7 @@ pub struct ExecOptions<'a> {
 }
 
 pub use capabilities::{NAMES as CAPABILITY_NAMES, bounding_names};
+pub use lsm::{apparmor_enabled, selinux_enabled};
 pub use mounts::supports_recursive_readonly;
 pub use paths::resolve_in_root;
 pub use process::ExecTarget;
@@ -121,6 +122,7 @@ mod child;
 mod devices;
 mod executable;
 mod init;
+mod lsm;
 mod mounts;
 mod namespaces;
 mod paths;

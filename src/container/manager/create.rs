@@ -37,7 +37,7 @@ struct BundleJob {
     pod_dir: PathBuf,
     /// For each CRI mount, the layers of its image when it is an image volume.
     volume_layers: Vec<Option<VolumeLayers>>,
-    host_capabilities: Arc<oci_spec::runtime::Capabilities>,
+    host: Arc<spec::Host>,
 }
 
 /// Under the bundle: the image volumes' mount points (`container::volumes`).
@@ -122,7 +122,7 @@ impl ContainerManager {
             .collect();
         let job = BundleJob {
             volume_layers,
-            host_capabilities: self.settings.capabilities.clone(),
+            host: self.settings.host.clone(),
             lower: self.images.snapshot_dirs(&image),
             bundle: self.bundle(&rec.id),
             data: self.data_dir(&rec.id),
@@ -350,7 +350,7 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
         user: &user,
         mount_sources: &mount_sources,
         devices: &devices,
-        host_capabilities: &job.host_capabilities,
+        host: &job.host,
     })?;
     let config_json = job.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec)

@@ -29,8 +29,8 @@ pub(super) struct Fixture {
     pub(super) user: ResolvedUser,
     pub(super) mount_sources: Vec<std::path::PathBuf>,
     pub(super) devices: Vec<ResolvedDevice>,
-    /// Like this test host's: every capability but SYS_RESOURCE.
-    pub(super) host_capabilities: oci_spec::runtime::Capabilities,
+    /// Like this test host: every capability but SYS_RESOURCE, no AppArmor or SELinux.
+    pub(super) host: super::Host,
 }
 
 impl Fixture {
@@ -63,12 +63,15 @@ impl Fixture {
             },
             mount_sources: Vec::new(),
             devices: Vec::new(),
-            host_capabilities: super::capabilities::from_names(
-                crate::runtime::CAPABILITY_NAMES
-                    .iter()
-                    .copied()
-                    .filter(|n| *n != "SYS_RESOURCE"),
-            ),
+            host: super::Host {
+                capabilities: super::capabilities::from_names(
+                    crate::runtime::CAPABILITY_NAMES
+                        .iter()
+                        .copied()
+                        .filter(|n| *n != "SYS_RESOURCE"),
+                ),
+                ..Default::default()
+            },
         }
     }
 
@@ -96,7 +99,7 @@ impl Fixture {
             user: &self.user,
             mount_sources: &self.mount_sources,
             devices: &self.devices,
-            host_capabilities: &self.host_capabilities,
+            host: &self.host,
         })
     }
 
