@@ -127,12 +127,24 @@ pub(super) fn prepare_process(
     Ok(program)
 }
 
-/// `net.ipv4.ip_forward` -> /proc/sys/net/ipv4/ip_forward.
+/// `net.ipv4.ip_forward` -> /proc/sys/net/ipv4/ip_forward; a '/' in a dotted key is a
+/// dot in the name (`net.ipv4.conf.eth0/100.rp_filter`: interface `eth0.100`).
 fn write_sysctl(key: &str, value: &str) -> Result<(), RuntimeError> {
-    if key.contains("..") || key.contains('/') {
+    let rel: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    if rel
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(RuntimeError::Init(format!("invalid sysctl key {key:?}")));
     }
-    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let path = Path::new("/proc/sys").join(rel);
     std::fs::write(&path, value).map_err(|e| io_err("write sysctl", &path, e))
 }
 

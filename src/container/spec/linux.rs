@@ -284,15 +284,34 @@ fn sysctls(input: &LinuxInput) -> Result<HashMap<String, String>, SpecError> {
     let Some(linux) = input.spec.sandbox.linux.as_ref() else {
         return Ok(HashMap::new());
     };
-    for key in linux.sysctls.keys() {
-        check_sysctl(key, input.modes)?;
+    let mut out = HashMap::new();
+    for (key, value) in &linux.sysctls {
+        let key = dotted(key);
+        check_sysctl(&key, input.modes)?;
+        out.insert(key, value.clone());
     }
-    Ok(linux.sysctls.clone().into_iter().collect())
+    Ok(out)
+}
+
+/// The OCI form of a sysctl name: dots between parts. Kubelet accepts '/' as the
+/// separator too; then a dot is part of a name (an interface `eth0.100`) and the two
+/// swap, as kubelet's ConvertSysctlVariableToDotsSeparator does.
+pub(super) fn dotted(key: &str) -> String {
+    match key.find(['.', '/']) {
+        Some(i) if key.as_bytes()[i] == b'/' => key
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => key.to_string(),
+    }
 }
 
 pub(super) fn check_sysctl(key: &str, modes: NamespaceModes) -> Result<(), SpecError> {
-    // Kubelet accepts '/' as a separator too (net/ipv4/ip_forward).
-    let k = key.replace('/', ".");
+    let k = key;
     let ipc = k.starts_with("kernel.shm")
         || k.starts_with("kernel.msg")
         || k == "kernel.sem"

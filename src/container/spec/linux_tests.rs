@@ -177,6 +177,7 @@ fn sysctls_only_namespaced() {
     let cases: &[(&str, Option<NamespaceOption>, bool)] = &[
         ("net.ipv4.ip_forward", None, true),
         ("net/ipv4/ip_forward", None, true),
+        ("net/ipv4/conf/eth0.100/rp_filter", None, true),
         ("kernel.shm_rmid_forced", None, true),
         ("kernel.msgmax", None, true),
         ("kernel.sem", None, true),
@@ -210,7 +211,8 @@ fn sysctls_only_namespaced() {
             Ok(spec) => {
                 assert!(ok, "{key} should be rejected");
                 let sysctl = linux(&spec).sysctl().clone().unwrap_or_default();
-                assert_eq!(sysctl.get(*key).map(String::as_str), Some("1"));
+                let want = super::linux::dotted(key);
+                assert_eq!(sysctl.get(&want).map(String::as_str), Some("1"), "{key}");
             }
             Err(e) => {
                 assert!(!ok, "{key} should be accepted: {e}");
@@ -218,6 +220,19 @@ fn sysctls_only_namespaced() {
             }
         }
     }
+}
+
+#[test]
+fn sysctl_names_take_dots_between_parts() {
+    assert_eq!(
+        super::linux::dotted("net/ipv4/ip_forward"),
+        "net.ipv4.ip_forward"
+    );
+    assert_eq!(
+        super::linux::dotted("net/ipv4/conf/eth0.100/rp_filter"),
+        "net.ipv4.conf.eth0/100.rp_filter"
+    );
+    assert_eq!(super::linux::dotted("kernel.shmmax"), "kernel.shmmax");
 }
 
 #[test]
