@@ -4,7 +4,6 @@
 
 use crate::fixtures::*;
 use crate::harness::{Daemon, Runtime, preflight};
-use crate::mounts::host_network_pod;
 use k8s_cri::v1::*;
 use tonic::Code;
 
