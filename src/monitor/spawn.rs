@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::{LOG_NAME, MonitorArgs, MonitorClient, MonitorError, SOCKET_NAME};
+use super::{LOG_NAME, MonitorArgs, MonitorClient, MonitorError, PodInitOptions, SOCKET_NAME};
 use crate::error::{Classify, Kind};
 
 /// How long [`spawn`] waits for the new monitor to answer Ping.
@@ -33,6 +33,8 @@ pub struct SpawnOptions {
     pub cgroup_root: PathBuf,
     /// The crius binary (the daemon's `std::env::current_exe()`).
     pub exe: PathBuf,
+    /// A pod-wide PID namespace held by a pod init (`podinit.rs`).
+    pub pod_init: Option<PodInitOptions>,
 }
 
 /// Starts the pod's monitor and returns once it answers on `<dir>/monitor.sock`.
@@ -50,6 +52,7 @@ pub async fn spawn(opts: &SpawnOptions) -> Result<(), MonitorError> {
         .arg("monitor")
         .arg("--detach")
         .args(monitor_args(&opts.pod_id, &opts.dir, &opts.cgroup_root))
+        .args(pod_init_args(opts.pod_init.as_ref()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
@@ -78,6 +81,22 @@ fn monitor_args<'a>(
         "--cgroup-root".as_ref(),
         cgroup_root.as_os_str(),
     ]
+}
+
+fn pod_init_args(opts: Option<&PodInitOptions>) -> Vec<std::ffi::OsString> {
+    let Some(o) = opts else {
+        return Vec::new();
+    };
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--pod-init-pin".into(),
+        o.pin.clone().into(),
+        "--pod-init-cgroup".into(),
+        o.cgroup.clone().into(),
+    ];
+    for ns in &o.join {
+        args.extend(["--pod-init-join".into(), ns.clone().into()]);
+    }
+    args
 }
 
 /// Pings until the monitor answers; "unavailable" is expected while it binds.
@@ -111,6 +130,7 @@ pub fn launch(args: &MonitorArgs) -> Result<(), MonitorError> {
         .arg0(argv0)
         .arg("monitor")
         .args(monitor_args(&args.pod_id, &args.dir, &args.cgroup_root))
+        .args(pod_init_args(args.pod_init.as_ref()))
         .spawn()
         .map_err(|e| MonitorError::io("starting monitor", exe, e))?;
     // Dropping the Child neither waits for nor kills it: it is orphaned when we exit.

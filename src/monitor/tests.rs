@@ -65,6 +65,7 @@ pub(super) async fn start_monitor_in(dir: tempfile::TempDir, cgroup_root: PathBu
         dir: dir.path().join("pod"),
         cgroup_root,
         exe: crius_bin(),
+        pod_init: None,
     };
     spawn(&opts).await.unwrap();
     let client = MonitorClient::new(opts.dir.join(SOCKET_NAME));
