@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use k8s_cri::v1::{PodSandboxConfig, PortMapping, Protocol};
+use k8s_cri::v1::{NamespaceMode, NamespaceOption, PodSandboxConfig, PortMapping, Protocol};
 
 use crate::validation::{InputError, check_hostname, check_name, has_parent};
 
@@ -27,6 +27,10 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), InputError> {
     for pm in &c.port_mappings {
         check_port_mapping(pm)?;
     }
+    let ns = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
+    if let Some(o) = ns.and_then(|s| s.namespace_options.as_ref()) {
+        check_namespace_options(o)?;
+    }
     if let Some(dns) = &c.dns_config {
         for server in &dns.servers {
             server
@@ -39,6 +43,42 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), InputError> {
         for option in &dns.options {
             check_resolv_word("dns option", option)?;
         }
+    }
+    Ok(())
+}
+
+/// Every mode of the pod's namespaces but TARGET, which only a container can use (it
+/// names another container); unknown numbers are refused, not read as a default.
+fn check_namespace_options(o: &NamespaceOption) -> Result<(), InputError> {
+    for (field, mode) in [
+        ("network namespace mode", o.network),
+        ("pid namespace mode", o.pid),
+        ("ipc namespace mode", o.ipc),
+    ] {
+        match NamespaceMode::try_from(mode) {
+            Ok(NamespaceMode::Target) => {
+                return Err(InputError::invalid(
+                    field,
+                    "TARGET",
+                    "TARGET is for a container joining another container, not for a pod",
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(InputError::invalid(
+                    field,
+                    mode.to_string(),
+                    "not a namespace mode (POD, CONTAINER, NODE)",
+                ));
+            }
+        }
+    }
+    if !o.target_id.is_empty() {
+        return Err(InputError::invalid(
+            "namespace target_id",
+            &o.target_id,
+            "a pod has no target container",
+        ));
     }
     Ok(())
 }
@@ -142,6 +182,14 @@ mod tests {
         c.metadata.get_or_insert_with(Default::default)
     }
 
+    fn ns(c: &mut PodSandboxConfig) -> &mut NamespaceOption {
+        (c.linux.get_or_insert_with(Default::default))
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options
+            .get_or_insert_with(Default::default)
+    }
+
     #[test]
     fn accepts_valid_configs() {
         check(|_| {}).expect("valid");
@@ -153,6 +201,17 @@ mod tests {
         check(|c| c.hostname = format!("{}.{}", "a".repeat(31), "b".repeat(32)))
             .expect("64-char hostname");
         check(|c| meta(c).name = "n".repeat(253)).expect("253-char name");
+        for mode in [
+            NamespaceMode::Pod,
+            NamespaceMode::Container,
+            NamespaceMode::Node,
+        ] {
+            check(|c| {
+                let o = ns(c);
+                (o.pid, o.ipc, o.network) = (mode as i32, mode as i32, mode as i32);
+            })
+            .expect("pod, container and node modes");
+        }
     }
 
     #[test]
@@ -196,6 +255,15 @@ mod tests {
             ("dns option space", |c| {
                 c.dns_config.as_mut().unwrap().options = vec!["ndots:5 x".into()]
             }),
+            ("unknown pid mode", |c| ns(c).pid = 7),
+            ("unknown network mode", |c| ns(c).network = -1),
+            ("pod pid TARGET", |c| {
+                ns(c).pid = NamespaceMode::Target as i32
+            }),
+            ("pod ipc TARGET", |c| {
+                ns(c).ipc = NamespaceMode::Target as i32
+            }),
+            ("pod target id", |c| ns(c).target_id = "abc".into()),
         ];
         for (what, mutate) in cases {
             let err = check(*mutate).expect_err(what);
