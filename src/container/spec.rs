@@ -9,6 +9,7 @@ mod linux;
 #[cfg(test)]
 mod linux_tests;
 mod mounts;
+mod namespaces;
 mod resources;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,11 @@ pub struct NamespacePaths<'a> {
     pub net: &'a Path,
     pub ipc: &'a Path,
     pub uts: &'a Path,
+    /// The pod's shared PID namespace (only mounted for a pod whose pid mode is POD).
+    pub pid: &'a Path,
+    /// The PID namespace of the container named by a TARGET pid mode, resolved by the
+    /// caller (`/proc/<its init>/ns/pid`).
+    pub target_pid: Option<&'a Path>,
 }
 
 /// Per-pod files bind-mounted into every container.
@@ -91,7 +97,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref());
-    let modes = linux::NamespaceModes::from_cri(pod_options, sc)?;
+    let modes = namespaces::NamespaceModes::from_cri(pod_options, sc)?;
     let mounts = mounts::build(&mounts::MountInput {
         config: input.config,
         sources: input.mount_sources,
