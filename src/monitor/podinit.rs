@@ -42,7 +42,7 @@ pub struct PodInitOptions {
     pub pin: PathBuf,
     /// The pod's pinned namespaces the pod init joins (any type: `setns(fd, 0)`).
     pub join: Vec<PathBuf>,
-    /// The pod cgroup, relative to the cgroup root.
+    /// The pod init's cgroup (a leaf under the pod's), relative to the cgroup root.
     pub cgroup: String,
 }
 
@@ -125,7 +125,10 @@ fn read_report(rx: &OwnedFd) -> Result<(), MonitorError> {
 }
 
 fn join_cgroup(pid: Pid, root: &Path, cgroup: &str) -> Result<(), MonitorError> {
-    let joined = cgroups::manager(root, cgroup).and_then(|cg| cg.add_process(pid));
+    let joined = cgroups::manager(root, cgroup).and_then(|cg| {
+        cg.create()?;
+        cg.add_process(pid)
+    });
     joined.map_err(|e| MonitorError::Runtime(e.into()))
 }
 

@@ -32,6 +32,8 @@ use crate::store::registry::{Entry, Exclusive, Held, Registry};
 use crate::task::blocking;
 
 const RECORD_FILE: &str = "pod.json";
+/// The pod init's cgroup under the pod's; container ids (64 hex digits) never clash.
+const POD_INIT_CGROUP: &str = "pod-init";
 
 pub type PodEntry = Entry<PodRecord>;
 
@@ -203,14 +205,16 @@ impl PodManager {
     }
 
     /// The pod's monitor and, for a pod-wide PID namespace, its pod init (which joins
-    /// the pod's other namespaces and sits in the pod cgroup).
+    /// the pod's other namespaces). The pod init gets a leaf cgroup of its own under the
+    /// pod's: on cgroup v2 a process in the pod cgroup itself would keep the pod's
+    /// controllers from being enabled for its containers ("no internal processes").
     async fn spawn_monitor(&self, rec: &PodRecord, set: NamespaceSet) -> Result<()> {
         fault::inject("monitor-spawn")?;
         let ns = self.namespaces(&rec.id);
         let pod_init = set.pid.then(|| monitor::PodInitOptions {
             join: ns.created(set),
             pin: ns.pid.clone(),
-            cgroup: rec.cgroup.clone(),
+            cgroup: format!("{}/{POD_INIT_CGROUP}", rec.cgroup),
         });
         let opts = monitor::SpawnOptions {
             pod_id: rec.id.clone(),
