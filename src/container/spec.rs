@@ -89,6 +89,20 @@ pub fn resource_limits(
 }
 
 /// Builds the OCI runtime spec for one container.
+/// Whether the container's namespace options fit its pod's, checked before anything is
+/// acquired (the same rules [`generate`] applies).
+pub fn check_namespace_options(
+    config: &ContainerConfig,
+    sandbox: &PodSandboxConfig,
+) -> Result<(), SpecError> {
+    let pod_options = sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    namespaces::NamespaceModes::from_cri(pod_options, security_context(config)).map(|_| ())
+}
+
 pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let sc = security_context(input.config);
     let pod_options = input

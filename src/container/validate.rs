@@ -47,7 +47,7 @@ pub fn validate_container_config(
     if !c.working_dir.is_empty() {
         check_abs_path("working_dir", &c.working_dir)?;
     }
-    Ok(())
+    super::spec::check_namespace_options(c, sandbox)
 }
 
 /// A host path or image volume, as api.proto's `Mount` allows it.

@@ -116,6 +116,31 @@ fn namespace_options() {
     }
 }
 
+#[test]
+fn container_options_are_checked_even_where_the_pod_decides() {
+    use NamespaceMode::*;
+    let with_target_id = NamespaceOption {
+        target_id: "c2".into(),
+        ..ns_options(Pod, Container, Pod)
+    };
+    let unknown_pid = NamespaceOption {
+        pid: 9,
+        ..ns_options(Pod, Container, Pod)
+    };
+    for opts in [
+        ns_options(Target, Container, Pod),
+        ns_options(Pod, Container, Target),
+        with_target_id,
+        unknown_pid,
+    ] {
+        let mut f = Fixture::new();
+        set_namespace_options(&mut f, Some(ns_options(Pod, Container, Pod)));
+        f.security().namespace_options = Some(opts.clone());
+        let err = check_namespace_options(&f.config, &f.sandbox).expect_err("invalid");
+        assert_eq!(err.kind(), Kind::InvalidArgument, "{opts:?}: {err}");
+    }
+}
+
 fn pid_namespace(f: &Fixture) -> Result<Option<Option<String>>, SpecError> {
     let spec = f.generate()?;
     let namespaces = linux(&spec).namespaces().clone().expect("namespaces");

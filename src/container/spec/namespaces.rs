@@ -50,7 +50,7 @@ impl NamespaceModes {
             None => (false, false, NamespaceMode::Container),
         };
         let wanted = match container.and_then(|s| s.namespace_options.as_ref()) {
-            Some(opts) => mode("pid", opts.pid)?,
+            Some(opts) => container_pid_mode(opts)?,
             None => pod_pid,
         };
         let pid = match wanted {
@@ -73,6 +73,22 @@ impl NamespaceModes {
             pid,
         })
     }
+}
+
+/// The container's own options: its network and IPC modes are the pod's business, but
+/// must still be modes; `target_id` only goes with a TARGET pid mode.
+fn container_pid_mode(opts: &NamespaceOption) -> Result<NamespaceMode, SpecError> {
+    shared_mode("network", opts.network)?;
+    shared_mode("ipc", opts.ipc)?;
+    let pid = mode("pid", opts.pid)?;
+    if pid != NamespaceMode::Target && !opts.target_id.is_empty() {
+        return Err(SpecError::invalid(
+            "namespace target_id",
+            &opts.target_id,
+            "only a TARGET pid namespace mode names a target container",
+        ));
+    }
+    Ok(pid)
 }
 
 fn mode(which: &str, value: i32) -> Result<NamespaceMode, SpecError> {
