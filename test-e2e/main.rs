@@ -20,6 +20,7 @@ mod images;
 mod leaks;
 mod logs;
 mod mounts;
+mod pidns;
 mod pods;
 mod resources;
 mod restart;
