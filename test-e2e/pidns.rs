@@ -12,6 +12,13 @@ use tonic::Code;
 /// The pod init's name in `ps` (`monitor/podinit.rs`).
 const POD_INIT: &str = "crius-pod-init";
 
+/// What a helper needs of a running pod.
+struct Pod<'a> {
+    id: &'a str,
+    config: &'a PodSandboxConfig,
+    image: &'a str,
+}
+
 fn set_pod_modes(pod: &mut PodSandboxConfig, network: NamespaceMode, pid: NamespaceMode) {
     let linux = pod.linux.get_or_insert_with(Default::default);
     let sc = linux.security_context.get_or_insert_with(Default::default);
@@ -141,6 +148,12 @@ async fn pidns_pod_shared() {
         init_net.to_string_lossy(),
         ns_of(&mut rt, &a_id, "net").await
     );
+    let shared = Pod {
+        id: &pod_id,
+        config: &pod,
+        image: &busybox,
+    };
+    leftovers_end_with_init(&mut rt, &shared, &a_id).await;
     drop(rt);
 
     // The pod init belongs to the monitor, not the daemon.
@@ -168,6 +181,27 @@ async fn pidns_pod_shared() {
     .await;
     assert_ne!(st.exit_code, 0, "{st:?}");
     d.teardown().await;
+}
+
+/// In a shared namespace the kernel does not end a container's other processes with its
+/// init; the monitor does, so a stopped container leaves nothing running.
+async fn leftovers_end_with_init(rt: &mut Runtime, pod: &Pod<'_>, peer: &str) {
+    let cmd = ["sh", "-c", "sleep 1004 & sleep 1005"];
+    let d = container_config("d", pod.image, &cmd);
+    let d_id = create_and_start(rt, pod.id, pod.config, &d).await;
+    let ps = output(rt, peer, &["ps"]).await;
+    assert!(ps.contains("sleep 1004"), "{ps}");
+    rt.stop_container(StopContainerRequest {
+        container_id: d_id,
+        timeout: 2,
+    })
+    .await
+    .expect("StopContainer");
+    let ps = output(rt, peer, &["ps"]).await;
+    assert!(
+        !ps.contains("sleep 1004"),
+        "left running after its init: {ps}"
+    );
 }
 
 /// pid TARGET: the container joins a running container's namespace, whose init is its
