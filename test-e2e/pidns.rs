@@ -103,6 +103,27 @@ fn is_gone(pid: u32) -> bool {
     }
 }
 
+/// `a` (sleep 1001) and `b` (sleep 1002) see each other and the pod init as PID 1, which
+/// sits in the pod's network namespace; returns the pod init's host pid.
+async fn share_one_namespace(rt: &mut Runtime, a_id: &str, b_id: &str) -> u32 {
+    let ps = output(rt, b_id, &["ps"]).await;
+    assert!(
+        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+        "{ps}"
+    );
+    let ps = output(rt, a_id, &["ps"]).await;
+    assert!(ps.contains("sleep 1002"), "{ps}");
+    let init = output(rt, a_id, &["cat", "/proc/1/comm"]).await;
+    assert_eq!(init.trim(), POD_INIT);
+    let pid_ns = ns_of(rt, a_id, "pid").await;
+    assert_eq!(pid_ns, ns_of(rt, b_id, "pid").await);
+    assert_ne!(pid_ns, host_ns("pid"));
+    let init_pid = pod_init_pid(&pid_ns).expect("the pod init on the host");
+    let init_net = fs::read_link(format!("/proc/{init_pid}/ns/net")).unwrap();
+    assert_eq!(init_net.to_string_lossy(), ns_of(rt, a_id, "net").await);
+    init_pid
+}
+
 /// pid POD: both containers see each other's processes, PID 1 is the pod init (which
 /// sits in the pod's network namespace), a container created after a daemon restart
 /// joins the same namespace, and stopping the pod ends the pod init.
@@ -130,24 +151,7 @@ async fn pidns_pod_shared() {
     b.linux = Some(LinuxContainerConfig::default());
     let b_id = create_and_start(&mut rt, &pod_id, &pod, &b).await;
 
-    let ps = output(&mut rt, &b_id, &["ps"]).await;
-    assert!(
-        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
-        "{ps}"
-    );
-    let ps = output(&mut rt, &a_id, &["ps"]).await;
-    assert!(ps.contains("sleep 1002"), "{ps}");
-    let init = output(&mut rt, &a_id, &["cat", "/proc/1/comm"]).await;
-    assert_eq!(init.trim(), POD_INIT);
-    let pid_ns = ns_of(&mut rt, &a_id, "pid").await;
-    assert_eq!(pid_ns, ns_of(&mut rt, &b_id, "pid").await);
-    assert_ne!(pid_ns, host_ns("pid"));
-    let init_pid = pod_init_pid(&pid_ns).expect("the pod init on the host");
-    let init_net = fs::read_link(format!("/proc/{init_pid}/ns/net")).unwrap();
-    assert_eq!(
-        init_net.to_string_lossy(),
-        ns_of(&mut rt, &a_id, "net").await
-    );
+    let init_pid = share_one_namespace(&mut rt, &a_id, &b_id).await;
     let shared = Pod {
         id: &pod_id,
         config: &pod,
@@ -242,40 +246,52 @@ async fn pidns_target() {
     let ps = output(&mut rt, &a_id, &["ps"]).await;
     assert!(!ps.contains(POD_INIT), "{ps}");
 
+    let target = Pod {
+        id: &pod_id,
+        config: &pod,
+        image: &busybox,
+    };
+    refused_targets(&mut rt, &target, &a_id, &b_id).await;
+    d.teardown().await;
+}
+
+/// A target that is absent (NotFound), not named (InvalidArgument) or no longer running
+/// (FailedPrecondition) is refused and leaves no container; `a` is stopped on the way,
+/// which ends `b`, its joiner.
+async fn refused_targets(rt: &mut Runtime, pod: &Pod<'_>, a_id: &str, b_id: &str) {
     let refused = |name: &str, target: &str| {
-        let c = container_config(name, &busybox, &["sleep", "1"]);
-        with_target(c, &pod, target)
+        let c = container_config(name, pod.image, &["sleep", "1"]);
+        with_target(c, pod.config, target)
     };
     let cases = [
         (refused("absent", &"f".repeat(64)), Code::NotFound),
         (refused("untargeted", ""), Code::InvalidArgument),
     ];
     for (cfg, want) in cases {
-        let r = create(&mut rt, &pod_id, &pod, &cfg).await;
+        let r = create(rt, pod.id, pod.config, &cfg).await;
         assert_eq!(code(&r), want, "{r:?}");
     }
     rt.stop_container(StopContainerRequest {
-        container_id: a_id.clone(),
+        container_id: a_id.to_string(),
         timeout: 1,
     })
     .await
     .expect("StopContainer");
-    let r = create(&mut rt, &pod_id, &pod, &refused("late", &a_id)).await;
+    let r = create(rt, pod.id, pod.config, &refused("late", a_id)).await;
     assert_eq!(code(&r), Code::FailedPrecondition, "{r:?}");
     // The target's namespace ended with its init, and the joiner with it.
     wait_state(
-        &mut rt,
-        &b_id,
+        rt,
+        b_id,
         ContainerState::ContainerExited,
         Duration::from_secs(5),
     )
     .await;
     assert_eq!(
-        list_containers(&mut rt).await.len(),
+        list_containers(rt).await.len(),
         2,
         "a refusal left a container"
     );
-    d.teardown().await;
 }
 
 /// pid, ipc and network NODE: the container sees the host's processes and has the

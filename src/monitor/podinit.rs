@@ -27,7 +27,7 @@ use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::MonitorError;
+use super::{MonitorArgs, MonitorError};
 use crate::runtime::cgroups;
 
 /// The pod init's name in `ps` (its comm and its whole command line).
@@ -53,6 +53,13 @@ pub struct PodInit {
 }
 
 impl PodInit {
+    /// The pod init the daemon asked for (`--pod-init-*`), if any.
+    pub fn start_if_asked(args: &MonitorArgs) -> Result<Option<PodInit>, MonitorError> {
+        (args.pod_init.as_ref())
+            .map(|o| PodInit::start(o, &args.cgroup_root))
+            .transpose()
+    }
+
     /// Clones the pod init, waits until it is set up, moves it into the pod cgroup and
     /// pins its PID namespace. On failure nothing is left running.
     pub fn start(opts: &PodInitOptions, cgroup_root: &Path) -> Result<PodInit, MonitorError> {

@@ -5,13 +5,12 @@
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::stat::{Mode, umask};
 use nix::unistd::Pid;
 use prost::Message;
 
@@ -43,19 +42,11 @@ pub fn serve(args: &MonitorArgs) -> Result<(), MonitorError> {
         ));
     }
     let socket = args.dir.join(SOCKET_NAME);
-    let listener = listen(&socket)?;
+    let listener = sys::listen(&socket)?;
     // After `listen`, which refuses to run beside a live monitor of the same pod.
-    let pod_init = match args
-        .pod_init
-        .as_ref()
-        .map(|o| PodInit::start(o, &args.cgroup_root))
-    {
-        Some(Err(e)) => {
-            let _ = std::fs::remove_file(&socket);
-            return Err(e);
-        }
-        started => started.transpose()?,
-    };
+    let pod_init = PodInit::start_if_asked(args).inspect_err(|_| {
+        let _ = std::fs::remove_file(&socket);
+    })?;
     let pid_file = args.dir.join(PID_NAME);
     crate::store::write_atomic(&pid_file, std::process::id().to_string().as_bytes())?;
     eprintln!(
@@ -80,26 +71,6 @@ pub fn serve(args: &MonitorArgs) -> Result<(), MonitorError> {
 }
 
 /// Binds the socket with mode 0600, replacing a stale file but never a live monitor.
-fn listen(socket: &Path) -> Result<UnixListener, MonitorError> {
-    if UnixStream::connect(socket).is_ok() {
-        return Err(MonitorError::AlreadyRunning(socket.into()));
-    }
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(MonitorError::io("removing stale socket", socket, e)),
-    }
-    // The umask makes the socket 0600 from the start, with no window for others.
-    let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(socket);
-    umask(old);
-    let listener = bound.map_err(|e| MonitorError::io("binding", socket, e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| MonitorError::io("configuring", socket, e))?;
-    Ok(listener)
-}
-
 struct Conn {
     id: u64,
     stream: UnixStream,
