@@ -20,6 +20,8 @@ mod exec;
 mod frame;
 mod log;
 mod podinit;
+#[cfg(test)]
+mod podinit_tests;
 mod server;
 mod spawn;
 mod sys;

@@ -60,12 +60,20 @@ pub(super) async fn start_monitor() -> Running {
 }
 
 pub(super) async fn start_monitor_in(dir: tempfile::TempDir, cgroup_root: PathBuf) -> Running {
+    start_monitor_with(dir, cgroup_root, None).await
+}
+
+pub(super) async fn start_monitor_with(
+    dir: tempfile::TempDir,
+    cgroup_root: PathBuf,
+    pod_init: Option<PodInitOptions>,
+) -> Running {
     let opts = SpawnOptions {
         pod_id: "test-pod".into(),
         dir: dir.path().join("pod"),
         cgroup_root,
         exe: crius_bin(),
-        pod_init: None,
+        pod_init,
     };
     spawn(&opts).await.unwrap();
     let client = MonitorClient::new(opts.dir.join(SOCKET_NAME));
