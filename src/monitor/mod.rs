@@ -93,6 +93,9 @@ pub enum MonitorError {
     },
     #[error("another monitor is already serving {0}")]
     AlreadyRunning(PathBuf),
+    /// The monitor exited before serving; `message` is the error it logged.
+    #[error("monitor failed to start: {message} (log: {log})")]
+    StartFailed { log: PathBuf, message: String },
     #[error("monitor launcher {exe} exited with {status}")]
     Launcher {
         exe: PathBuf,
@@ -145,7 +148,8 @@ impl Classify for MonitorError {
             | MonitorError::Io { .. }
             | MonitorError::Sys { .. }
             | MonitorError::AlreadyRunning(_)
-            | MonitorError::Launcher { .. } => Kind::Internal,
+            | MonitorError::Launcher { .. }
+            | MonitorError::StartFailed { .. } => Kind::Internal,
         }
     }
 }

@@ -112,3 +112,32 @@ async fn pod_init_holds_the_namespace_containers_join() {
     umount2(&pin, MntFlags::MNT_DETACH).unwrap();
     fx.cleanup();
 }
+
+/// A pod init that cannot be set up fails the spawn at once, with the monitor's reason,
+/// instead of after the ready timeout.
+#[tokio::test]
+async fn a_pod_init_that_cannot_start_fails_the_spawn_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SpawnOptions {
+        pod_id: "test-pod".into(),
+        dir: dir.path().join("pod"),
+        cgroup_root: dir.path().join("cgroup"),
+        exe: super::tests::crius_bin(),
+        pod_init: Some(PodInitOptions {
+            pin: dir.path().join("pod/ns/pid"),
+            join: vec![dir.path().join("no-such-namespace")],
+            cgroup: "pod/pod-init".into(),
+        }),
+    };
+    let started = std::time::Instant::now();
+    let err = spawn(&opts).await.unwrap_err();
+    assert!(
+        matches!(&err, MonitorError::StartFailed { message, .. } if message.contains("no-such-namespace")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{err}"
+    );
+    assert!(!opts.dir.join(SOCKET_NAME).exists());
+}

@@ -48,6 +48,11 @@ pub async fn spawn(opts: &SpawnOptions) -> Result<(), MonitorError> {
         .mode(0o640)
         .open(&log_path)
         .map_err(|e| MonitorError::io("opening", &log_path, e))?;
+    let startup = StartupLog {
+        offset: log.metadata().map_or(0, |m| m.len()),
+        path: log_path,
+        prefix: format!("crius monitor {}: ", opts.pod_id),
+    };
     let status = tokio::process::Command::new(&opts.exe)
         .arg("monitor")
         .arg("--detach")
@@ -65,7 +70,31 @@ pub async fn spawn(opts: &SpawnOptions) -> Result<(), MonitorError> {
             status,
         });
     }
-    wait_ready(&MonitorClient::new(opts.dir.join(SOCKET_NAME))).await
+    wait_ready(&MonitorClient::new(opts.dir.join(SOCKET_NAME)), &startup).await
+}
+
+/// The part of monitor.log this start writes. A monitor that fails to start prints
+/// `crius monitor <pod id>: <error>` there (`run`) and exits.
+struct StartupLog {
+    path: PathBuf,
+    offset: u64,
+    prefix: String,
+}
+
+impl StartupLog {
+    async fn failure(&self) -> Option<MonitorError> {
+        let text = tokio::fs::read(&self.path).await.ok()?;
+        let new = text.get(usize::try_from(self.offset).ok()?..)?;
+        let line = String::from_utf8_lossy(new)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&self.prefix))
+            .find(|rest| !rest.starts_with("serving "))?
+            .to_string();
+        Some(MonitorError::StartFailed {
+            log: self.path.clone(),
+            message: line,
+        })
+    }
 }
 
 fn monitor_args<'a>(
@@ -99,13 +128,17 @@ fn pod_init_args(opts: Option<&PodInitOptions>) -> Vec<std::ffi::OsString> {
     args
 }
 
-/// Pings until the monitor answers; "unavailable" is expected while it binds.
-async fn wait_ready(client: &MonitorClient) -> Result<(), MonitorError> {
+/// Pings until the monitor answers; "unavailable" is expected while it binds, unless
+/// the monitor has already logged why it could not start.
+async fn wait_ready(client: &MonitorClient, log: &StartupLog) -> Result<(), MonitorError> {
     let start = Instant::now();
     loop {
         match client.ping().await {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == Kind::Unavailable && start.elapsed() < READY_TIMEOUT => {
+                if let Some(failed) = log.failure().await {
+                    return Err(failed);
+                }
                 tokio::time::sleep(READY_POLL).await;
             }
             Err(e) if e.kind() == Kind::Unavailable => {

@@ -13,7 +13,7 @@ use super::proto::{self, request::Kind as Req, response::Kind as Resp};
 use super::*;
 use crate::error::{Classify, Kind};
 
-fn crius_bin() -> PathBuf {
+pub(super) fn crius_bin() -> PathBuf {
     // The test binary is target/debug/deps/crius-<hash>; the crius binary sits in
     // target/debug.
     let exe = std::env::current_exe().unwrap();
