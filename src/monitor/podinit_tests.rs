@@ -75,7 +75,7 @@ impl Drop for Cleanup {
 async fn pod_init_holds_the_namespace_containers_join() {
     let dir = tempfile::tempdir().unwrap();
     let pin = dir.path().join("pod").join("ns").join("pid");
-    let parent = format!("crius-podinit-test-{}", std::process::id());
+    let parent = format!("crius-monitor-test-podinit-{}", std::process::id());
     let opts = PodInitOptions {
         pin: pin.clone(),
         join: Vec::new(),
