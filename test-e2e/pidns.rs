@@ -208,6 +208,38 @@ async fn leftovers_end_with_init(rt: &mut Runtime, pod: &Pod<'_>, peer: &str) {
     );
 }
 
+/// A pod init killed from outside takes the namespace and its containers along; the
+/// monitor then shuts the pod down, which becomes NotReady with its container exited.
+#[tokio::test]
+async fn pidns_pod_init_killed() {
+    if !preflight("pidns_pod_init_killed", true) {
+        return;
+    }
+    let d = Daemon::start_with(Options::default()).await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let mut pod = pod_config(&d, "pidkilled");
+    set_pod_modes(&mut pod, NamespaceMode::Node, NamespaceMode::Pod);
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let a = container_config("a", &busybox, &["sleep", "1001"]);
+    let a_id = create_and_start(&mut rt, &pod_id, &pod, &a).await;
+    let pid_ns = ns_of(&mut rt, &a_id, "pid").await;
+    let init_pid = pod_init_pid(&pid_ns).expect("the pod init on the host");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pod_status(&mut rt, &pod_id).await.state != PodSandboxState::SandboxNotready as i32 {
+        assert!(std::time::Instant::now() < deadline, "pod still Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = container_status(&mut rt, &a_id).await;
+    assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
+    d.teardown().await;
+}
+
 /// pid TARGET: the container joins a running container's namespace, whose init is its
 /// PID 1; an absent, a stopped or a missing target is refused and leaves nothing.
 #[tokio::test]
