@@ -21,6 +21,7 @@ mod leaks;
 mod logs;
 mod mounts;
 mod network;
+mod pidns;
 mod pods;
 mod resources;
 mod restart;

@@ -13,6 +13,7 @@ mod linux;
 mod linux_tests;
 mod lsm;
 mod mounts;
+mod namespaces;
 mod resources;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,11 @@ pub struct NamespacePaths<'a> {
     pub net: &'a Path,
     pub ipc: &'a Path,
     pub uts: &'a Path,
+    /// The pod's shared PID namespace (only mounted for a pod whose pid mode is POD).
+    pub pid: &'a Path,
+    /// The PID namespace of the container named by a TARGET pid mode, resolved by the
+    /// caller (`/proc/<its init>/ns/pid`).
+    pub target_pid: Option<&'a Path>,
 }
 
 /// Per-pod files bind-mounted into every container.
@@ -99,6 +105,20 @@ pub fn resource_limits(
 }
 
 /// Builds the OCI runtime spec for one container.
+/// Whether the container's namespace options fit its pod's, checked before anything is
+/// acquired (the same rules [`generate`] applies).
+pub fn check_namespace_options(
+    config: &ContainerConfig,
+    sandbox: &PodSandboxConfig,
+) -> Result<(), SpecError> {
+    let pod_options = sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    namespaces::NamespaceModes::from_cri(pod_options, security_context(config)).map(|_| ())
+}
+
 pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let sc = security_context(input.config);
     let pod_options = input
@@ -107,7 +127,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref());
-    let modes = linux::NamespaceModes::from_cri(pod_options, sc)?;
+    let modes = namespaces::NamespaceModes::from_cri(pod_options, sc)?;
     let mounts = mounts::build(&mounts::MountInput {
         config: input.config,
         sources: input.mount_sources,

@@ -257,6 +257,9 @@ impl Containers {
         c.created = None;
         c.exec_target = None;
         c.status = Status::Exited;
+        if let Err(e) = runtime::kill_leftovers(&c.bundle, cgroup_root) {
+            eprintln!("container {}: ending what its init left: {e}", c.id);
+        }
         // Everything init wrote is in the pipes now; log it before reporting the exit.
         c.drain_output();
         // The cgroup outlives init until Delete, so its OOM counter is still readable.

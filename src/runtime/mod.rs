@@ -159,6 +159,12 @@ pub fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, RuntimeErro
     process::oom_killed(bundle, cgroup_root)
 }
 
+/// Ends the processes a container without a PID namespace of its own leaves behind when
+/// its init exits; nothing for one that has its own (the kernel ended them).
+pub fn kill_leftovers(bundle: &Path, cgroup_root: &Path) -> Result<usize, RuntimeError> {
+    process::kill_leftovers(bundle, cgroup_root)
+}
+
 fn start_impl(fd: OwnedFd) -> Result<(), RuntimeError> {
     process::release(fd)
 }

@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, pipe2};
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
@@ -174,6 +174,31 @@ pub(super) fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, Runt
         Some(cg) => Ok(cg.oom_kills()? > 0),
         None => Ok(false),
     }
+}
+
+/// SIGKILLs what is left in the container's cgroup after its init exited, when the
+/// container has no PID namespace of its own (the pod's, a target's, the host's): there
+/// the kernel does not end the others with init, and, as containerd does, a container
+/// whose init is gone must not keep running. Returns how many were signalled.
+pub(super) fn kill_leftovers(bundle: &Path, cgroup_root: &Path) -> Result<usize, RuntimeError> {
+    let bundle = Bundle::load(bundle)?;
+    let namespaces = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref());
+    let own_pid_ns = namespaces.is_some_and(|list| {
+        list.iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+    });
+    let Some(cg) = bundle.cgroup(cgroup_root)?.filter(|_| !own_pid_ns) else {
+        return Ok(0);
+    };
+    let leftovers = cg.processes()?;
+    for pid in &leftovers {
+        let _ = kill(*pid, Signal::SIGKILL);
+    }
+    Ok(leftovers.len())
 }
 
 /// What every exec into one running container needs, read once: the spec's process

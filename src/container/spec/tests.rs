@@ -18,6 +18,7 @@ const ROOTFS: &str = "/run/crius/c1/rootfs";
 pub(super) const NS_NET: &str = "/run/crius/ns/net-p1";
 pub(super) const NS_IPC: &str = "/run/crius/ns/ipc-p1";
 pub(super) const NS_UTS: &str = "/run/crius/ns/uts-p1";
+pub(super) const NS_PID: &str = "/run/crius/ns/pid-p1";
 const HOSTS: &str = "/run/crius/p1/hosts";
 const RESOLV: &str = "/run/crius/p1/resolv.conf";
 const HOSTNAME: &str = "/run/crius/p1/hostname";
@@ -31,6 +32,8 @@ pub(super) struct Fixture {
     pub(super) devices: Vec<ResolvedDevice>,
     /// Like this test host: every capability but SYS_RESOURCE, no AppArmor or SELinux.
     pub(super) host: super::Host,
+    /// The resolved PID namespace of a TARGET container.
+    pub(super) target_pid: Option<&'static str>,
 }
 
 impl Fixture {
@@ -72,6 +75,7 @@ impl Fixture {
                 ),
                 ..Default::default()
             },
+            target_pid: None,
         }
     }
 
@@ -89,6 +93,8 @@ impl Fixture {
                 net: Path::new(NS_NET),
                 ipc: Path::new(NS_IPC),
                 uts: Path::new(NS_UTS),
+                pid: Path::new(NS_PID),
+                target_pid: self.target_pid.map(Path::new),
             },
             cgroups_path: "crius/pod-p1/c1",
             pod_files: PodFiles {
