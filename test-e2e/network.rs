@@ -135,3 +135,52 @@ async fn namespaced_sysctls_apply_in_the_pod_only() {
     }
     d.teardown().await;
 }
+
+/// The files host-local keeps for the addresses it has handed out.
+fn leased(d: &Daemon) -> Vec<String> {
+    let dir = d.paths.dir.join("ipam/crius-e2e");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.parse::<IpAddr>().is_ok())
+        .collect()
+}
+
+/// After a reboot, or an operator's cleanup, a pod's netns can be gone before kubelet
+/// stops the pod: CNI DEL still runs (plugins tolerate the missing netns), the address is
+/// released, and stop and remove succeed, twice.
+#[tokio::test]
+async fn stop_releases_the_address_when_the_netns_is_gone() {
+    if !preflight("stop_releases_the_address_when_the_netns_is_gone", false) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    let pod = pod_config(&d, "gone");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let ip = pod_status(&mut rt, &pod_id).await.network.unwrap().ip;
+    assert_eq!(leased(&d), std::slice::from_ref(&ip));
+
+    let pin = d.paths.run_root.join("pods").join(&pod_id).join("ns/net");
+    nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH).expect("unpin the netns");
+    std::fs::remove_file(&pin).expect("remove the pin");
+    for _ in 0..2 {
+        let stop = StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        };
+        rt.stop_pod_sandbox(stop).await.expect("StopPodSandbox");
+    }
+    assert!(leased(&d).is_empty(), "{ip} still leased: {:?}", leased(&d));
+    for _ in 0..2 {
+        let remove = RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        };
+        rt.remove_pod_sandbox(remove)
+            .await
+            .expect("RemovePodSandbox");
+    }
+    assert!(list_pods(&mut rt, None).await.is_empty());
+    d.teardown().await;
+}
