@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, pipe2};
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
@@ -182,6 +182,9 @@ pub(super) fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, Runt
 /// namespace and cgroup file descriptors.
 pub struct ExecTarget {
     process: Process,
+    /// `linux.seccomp`, compiled by each exec'd process for itself (the compiled filter
+    /// is larger than the profile, and this stays in the monitor while the container runs).
+    seccomp: Option<LinuxSeccomp>,
     joins: Vec<Join>,
     cgroup: Vec<File>,
 }
@@ -198,8 +201,14 @@ impl ExecTarget {
             Some(cg) => cg.open_self_join()?,
             None => Vec::new(),
         };
+        let seccomp = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().clone());
         Ok(ExecTarget {
             process: bundle.process().clone(),
+            seccomp,
             joins: namespaces::of_process(container_pid)?,
             cgroup,
         })
@@ -253,21 +262,17 @@ fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: 
         exit_now(1);
     }
     drop(sync);
-    exec_process(process, stdio)
+    exec_process(process, target.seccomp.as_ref(), stdio)
 }
 
 /// The exec'd process inside the container. Its failures go to its own stderr with exit
 /// code 127, as a shell reports a command it cannot run.
-fn exec_process(process: &Process, stdio: Stdio) -> ! {
+fn exec_process(process: &Process, seccomp: Option<&LinuxSeccomp>, stdio: Stdio) -> ! {
     if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
         exit_now(127);
     }
-    match init::prepare_process(process) {
-        Ok(program) => {
-            let err = program.exec();
-            stdio::write_stderr(&format!("crius exec: {:?}: {err}\n", program.path));
-            exit_now(if err == nix::Error::ENOENT { 127 } else { 126 })
-        }
+    match init::prepare_process(process, seccomp) {
+        Ok(ready) => ready.exec("crius exec:"),
         Err(e) => {
             stdio::write_stderr(&format!("crius exec: {e}\n"));
             exit_now(127)
