@@ -24,6 +24,7 @@ mod pods;
 mod resources;
 mod restart;
 mod rollback;
+mod seccomp;
 mod selftest;
 mod stats;
 mod verbose;

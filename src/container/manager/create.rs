@@ -264,6 +264,14 @@ fn new_record(
 /// Mounts the rootfs, resolves the user in it and writes `config.json`: the blocking
 /// half of a create.
 fn write_bundle(job: &BundleJob) -> Result<()> {
+    let sc = job
+        .rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    // First: a missing or malformed profile fails the create before anything is made.
+    let seccomp = spec::seccomp::load(sc).map_err(spec::SpecError::from)?;
     let rootfs_dir = job.bundle.join("rootfs");
     fault::inject("overlay-mount")?;
     rootfs::mount_overlay(&Overlay {
@@ -280,12 +288,6 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
         .as_ref()
         .and_then(|c| c.user().clone())
         .unwrap_or_default();
-    let sc = job
-        .rec
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref());
     let user = resolve_user(&rootfs_dir, &image_user, sc)?;
     let config = &job.rec.config;
     let volumes_dir = job.bundle.join(VOLUMES_DIR);
@@ -314,7 +316,13 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
         user: &user,
         mount_sources: &mount_sources,
         devices: &devices,
+        seccomp: &seccomp,
     })?;
+    if let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        // What the container's init will compile, checked now so that a profile the
+        // kernel's filter language cannot express is the caller's InvalidArgument.
+        crate::runtime::check_seccomp(filter)?;
+    }
     let config_json = job.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec)
         .map_err(|e| Error::io("encoding", &config_json, std::io::Error::other(e)))?;

@@ -29,6 +29,7 @@ pub(super) struct Fixture {
     pub(super) user: ResolvedUser,
     pub(super) mount_sources: Vec<std::path::PathBuf>,
     pub(super) devices: Vec<ResolvedDevice>,
+    pub(super) seccomp: seccomp::Loaded,
 }
 
 impl Fixture {
@@ -61,6 +62,7 @@ impl Fixture {
             },
             mount_sources: Vec::new(),
             devices: Vec::new(),
+            seccomp: seccomp::Loaded::unconfined(),
         }
     }
 
@@ -88,6 +90,7 @@ impl Fixture {
             user: &self.user,
             mount_sources: &self.mount_sources,
             devices: &self.devices,
+            seccomp: &self.seccomp,
         })
     }
 
