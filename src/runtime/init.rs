@@ -4,7 +4,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxSeccomp, Spec};
+use oci_spec::runtime::Spec;
 
 use super::cgroupfs::CgroupView;
 use super::child::exit_now;
@@ -103,7 +103,7 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<ReadyToExec, RuntimeError> {
         return Err(RuntimeError::Init("spec has no process".into()));
     };
     let seccomp = a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    prepare_process(process, seccomp)
+    prepare_process(process, seccomp.map(Filter::compile).transpose()?)
 }
 
 /// What is left once a process is set up: the program, and the seccomp filter when it is
@@ -131,19 +131,19 @@ impl ReadyToExec {
 /// limits, oom_score_adj, seccomp, user and capabilities, cwd, the resolved program, and
 /// no fd beyond stdio surviving the exec.
 ///
-/// The seccomp filter is compiled here so that a bad profile fails the create. As runc
+/// The seccomp filter comes compiled, so that a bad profile fails the create. As runc
 /// does, it is installed before the capabilities drop when no_new_privs is off (the
 /// kernel then requires CAP_SYS_ADMIN to install it), else as late as possible: by
 /// [`ReadyToExec::exec`], right before execve, so the fewest syscalls run under it.
 pub(super) fn prepare_process(
     process: &oci_spec::runtime::Process,
-    seccomp: Option<&LinuxSeccomp>,
+    seccomp: Option<Filter>,
 ) -> Result<ReadyToExec, RuntimeError> {
     rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     if let Some(adj) = process.oom_score_adj() {
         rlimits::set_oom_score_adj(adj)?;
     }
-    let mut late_seccomp = seccomp.map(Filter::compile).transpose()?;
+    let mut late_seccomp = seccomp;
     if process.no_new_privileges() != Some(true)
         && let Some(filter) = late_seccomp.take()
     {

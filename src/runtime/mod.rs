@@ -58,10 +58,6 @@ pub enum RuntimeError {
         what: String,
         source: libseccomp::error::SeccompError,
     },
-    #[error("install the seccomp filter: {source}")]
-    SeccompInstall {
-        source: libseccomp::error::SeccompError,
-    },
 }
 
 impl crate::error::Classify for RuntimeError {
@@ -74,10 +70,9 @@ impl crate::error::Classify for RuntimeError {
             // A failed init (e.g. executable not found) fails the call, as in other CRI
             // runtimes.
             RuntimeError::Cgroup(e) => e.kind(),
-            RuntimeError::Init(_)
-            | RuntimeError::Io { .. }
-            | RuntimeError::Sys { .. }
-            | RuntimeError::SeccompInstall { .. } => Kind::Internal,
+            RuntimeError::Init(_) | RuntimeError::Io { .. } | RuntimeError::Sys { .. } => {
+                Kind::Internal
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, pipe2};
-use oci_spec::runtime::{LinuxSeccomp, Process};
+use oci_spec::runtime::Process;
 
 use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
@@ -21,6 +21,7 @@ use super::cgroups::{self, CgroupManager};
 use super::child::{exit_now, fork_child};
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
+use super::seccomp::Filter;
 use super::signals;
 use super::stdio::{self, above_stdio};
 use super::sync::{self, Channel, Message};
@@ -182,9 +183,9 @@ pub(super) fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, Runt
 /// namespace and cgroup file descriptors.
 pub struct ExecTarget {
     process: Process,
-    /// `linux.seccomp`, compiled by each exec'd process for itself (the compiled filter
-    /// is larger than the profile, and this stays in the monitor while the container runs).
-    seccomp: Option<LinuxSeccomp>,
+    /// `linux.seccomp` compiled once (a few KiB of BPF, smaller than the profile it
+    /// replaces), installed by each exec'd process.
+    seccomp: Option<Filter>,
     joins: Vec<Join>,
     cgroup: Vec<File>,
 }
@@ -205,7 +206,8 @@ impl ExecTarget {
             .spec
             .linux()
             .as_ref()
-            .and_then(|l| l.seccomp().clone());
+            .and_then(|l| l.seccomp().as_ref());
+        let seccomp = seccomp.map(Filter::compile).transpose()?;
         Ok(ExecTarget {
             process: bundle.process().clone(),
             seccomp,
@@ -267,11 +269,11 @@ fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: 
 
 /// The exec'd process inside the container. Its failures go to its own stderr with exit
 /// code 127, as a shell reports a command it cannot run.
-fn exec_process(process: &Process, seccomp: Option<&LinuxSeccomp>, stdio: Stdio) -> ! {
+fn exec_process(process: &Process, seccomp: Option<&Filter>, stdio: Stdio) -> ! {
     if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
         exit_now(127);
     }
-    match init::prepare_process(process, seccomp) {
+    match init::prepare_process(process, seccomp.cloned()) {
         Ok(ready) => ready.exec("crius exec:"),
         Err(e) => {
             stdio::write_stderr(&format!("crius exec: {e}\n"));

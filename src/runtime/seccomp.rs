@@ -1,5 +1,5 @@
-//! `linux.seccomp`: the OCI profile compiled to a BPF filter with libseccomp, and the
-//! filter installed into the calling process, with runc's semantics (unknown syscall
+//! `linux.seccomp`: the OCI profile compiled to a BPF program with libseccomp, and the
+//! program installed into the calling process with seccomp(2), with runc's semantics (unknown syscall
 //! names skipped, rules whose action is the default skipped, several conditions on one
 //! argument meaning "any of them", `SCMP_CMP_MASKED_EQ` taking the mask from `value`).
 //!
@@ -15,41 +15,98 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall,
 };
 
-use super::RuntimeError;
+use super::{RuntimeError, io_err, sys_err};
 
 /// The errno of `SCMP_ACT_ERRNO` and `SCMP_ACT_TRACE` when the profile names none.
 const DEFAULT_ERRNO: u32 = libc::EPERM as u32;
 
-/// A compiled filter, not yet installed.
-pub(super) struct Filter(ScmpFilterContext);
+/// A filter compiled to BPF, not yet installed: kept as the kernel takes it, so that
+/// installing it (in init, or in every exec'd process) costs one syscall and no
+/// recompilation, which for the default profile takes libseccomp milliseconds.
+#[derive(Debug, Clone)]
+pub(super) struct Filter {
+    program: Vec<libc::sock_filter>,
+    /// `SECCOMP_FILTER_FLAG_*` from `linux.seccomp.flags`.
+    flags: libc::c_ulong,
+}
 
 impl Filter {
     pub(super) fn compile(spec: &LinuxSeccomp) -> Result<Filter, RuntimeError> {
-        let errno = spec.default_errno_ret().unwrap_or(DEFAULT_ERRNO);
-        let default = action(spec.default_action(), Some(errno))?;
-        let mut ctx = ScmpFilterContext::new(default).map_err(err("create the filter"))?;
-        // The caller decides about no_new_privs (the spec's process.noNewPrivileges).
-        ctx.set_ctl_nnp(false).map_err(err("unset no_new_privs"))?;
-        for arch in spec.architectures().iter().flatten() {
-            ctx.add_arch(scmp_arch(*arch)?)
-                .map_err(err("add an architecture"))?;
-        }
-        for flag in spec.flags().iter().flatten() {
-            set_flag(&mut ctx, *flag)?;
-        }
-        for rule in spec.syscalls().iter().flatten() {
-            add_rule(&mut ctx, spec, rule)?;
-        }
-        Ok(Filter(ctx))
+        let bytes = export(&context(spec)?)?;
+        let program = bytes
+            .chunks_exact(8)
+            .map(|i| libc::sock_filter {
+                code: u16::from_ne_bytes([i[0], i[1]]),
+                jt: i[2],
+                jf: i[3],
+                k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
+            })
+            .collect();
+        let flags = spec
+            .flags()
+            .iter()
+            .flatten()
+            .fold(0, |acc, f| acc | flag(*f));
+        Ok(Filter { program, flags })
     }
 
     /// Installs the filter into the calling process; it survives execve and is inherited
-    /// by every child.
+    /// by every child. Needs no_new_privs or CAP_SYS_ADMIN.
+    #[allow(unsafe_code)]
     pub(super) fn install(&self) -> Result<(), RuntimeError> {
-        self.0
-            .load()
-            .map_err(|source| RuntimeError::SeccompInstall { source })
+        let len = u16::try_from(self.program.len())
+            .map_err(|_| invalid(format!("{} BPF instructions", self.program.len())))?;
+        let prog = libc::sock_fprog {
+            len,
+            filter: self.program.as_ptr().cast_mut(),
+        };
+        // SAFETY: `prog` points at `len` initialized sock_filter structs that outlive the
+        // call; the kernel only reads (copies) them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                self.flags,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(RuntimeError::Sys {
+                op: "install the seccomp filter",
+                source: nix::Error::last(),
+            });
+        }
+        Ok(())
     }
+}
+
+/// The BPF program of `ctx`, through a memfd (libseccomp 2.5 exports only to an fd).
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>, RuntimeError> {
+    use std::io::{Read, Seek};
+    let fd = nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(sys_err("memfd_create"))?;
+    ctx.export_bpf(&fd).map_err(err("export the filter"))?;
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| io_err("read the exported filter", "memfd".as_ref(), e))?;
+    Ok(bytes)
+}
+
+/// libseccomp's filter for `spec`, from which the BPF is exported.
+fn context(spec: &LinuxSeccomp) -> Result<ScmpFilterContext, RuntimeError> {
+    let errno = spec.default_errno_ret().unwrap_or(DEFAULT_ERRNO);
+    let default = action(spec.default_action(), Some(errno))?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(err("create the filter"))?;
+    for arch in spec.architectures().iter().flatten() {
+        ctx.add_arch(scmp_arch(*arch)?)
+            .map_err(err("add an architecture"))?;
+    }
+    for rule in spec.syscalls().iter().flatten() {
+        add_rule(&mut ctx, spec, rule)?;
+    }
+    Ok(ctx)
 }
 
 /// Whether `spec` compiles; what the daemon checks at CreateContainer.
@@ -146,13 +203,12 @@ fn action(act: LinuxSeccompAction, ret: Option<u32>) -> Result<ScmpAction, Runti
     })
 }
 
-fn set_flag(ctx: &mut ScmpFilterContext, flag: LinuxSeccompFilterFlag) -> Result<(), RuntimeError> {
-    let set = match flag {
-        LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx.set_ctl_log(true),
-        LinuxSeccompFilterFlag::SeccompFilterFlagTsync => ctx.set_ctl_tsync(true),
-        LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => ctx.set_ctl_ssb(true),
-    };
-    set.map(drop).map_err(err("set a filter flag"))
+fn flag(flag: LinuxSeccompFilterFlag) -> libc::c_ulong {
+    match flag {
+        LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+        LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+        LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+    }
 }
 
 fn scmp_arch(arch: Arch) -> Result<ScmpArch, RuntimeError> {
