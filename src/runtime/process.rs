@@ -207,7 +207,7 @@ impl ExecTarget {
             .linux()
             .as_ref()
             .and_then(|l| l.seccomp().as_ref());
-        let seccomp = seccomp.map(Filter::compile).transpose()?;
+        let seccomp = seccomp.map(Filter::compile_apart).transpose()?;
         Ok(ExecTarget {
             process: bundle.process().clone(),
             seccomp,

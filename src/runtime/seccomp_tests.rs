@@ -127,3 +127,27 @@ fn an_installed_filter_blocks_its_syscalls() {
         }
     }
 }
+
+#[test]
+fn compiling_apart_gives_the_same_program() {
+    let mut p = profile(
+        LinuxSeccompAction::ScmpActErrno,
+        vec![rule(
+            &["read", "write", "exit_group"],
+            LinuxSeccompAction::ScmpActAllow,
+        )],
+    );
+    p.set_flags(Some(vec![LinuxSeccompFilterFlag::SeccompFilterFlagLog]));
+    let here = Filter::compile(&p).unwrap();
+    let apart = Filter::compile_apart(&p).unwrap();
+    assert!(!here.program.is_empty());
+    assert_eq!(here.flags, libc::SECCOMP_FILTER_FLAG_LOG);
+    assert_eq!(apart.flags, here.flags);
+    let words = |f: &Filter| -> Vec<(u16, u8, u8, u32)> {
+        f.program
+            .iter()
+            .map(|i| (i.code, i.jt, i.jf, i.k))
+            .collect()
+    };
+    assert_eq!(words(&apart), words(&here));
+}
