@@ -172,6 +172,12 @@ async fn seccomp_bad_localhost_profiles_are_invalid_and_leave_nothing() {
     let malformed = d.paths.dir.join("malformed.json");
     std::fs::write(&malformed, r#"{"defaultAction": "SCMP_ACT_NOPE"}"#).unwrap();
     let missing = d.paths.dir.join("missing.json");
+    // Valid JSON that libseccomp cannot turn into a filter here: refused after the
+    // overlay is mounted, so the rollback runs.
+    let notify = d.paths.dir.join("notify.json");
+    let text = r#"{"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}"#;
+    std::fs::write(&notify, text).unwrap();
     let cases = [
         (
             ProfileType::Localhost,
@@ -182,6 +188,11 @@ async fn seccomp_bad_localhost_profiles_are_invalid_and_leave_nothing() {
             ProfileType::Localhost,
             malformed.to_str().unwrap(),
             "malformed.json",
+        ),
+        (
+            ProfileType::Localhost,
+            notify.to_str().unwrap(),
+            "SCMP_ACT_NOTIFY",
         ),
         (ProfileType::Localhost, "relative.json", "absolute"),
         (ProfileType::Localhost, "", "absolute"),

@@ -35,7 +35,7 @@ const DEFAULT_ERRNO: u32 = libc::EPERM as u32;
 pub(super) struct Filter {
     program: Vec<libc::sock_filter>,
     /// `SECCOMP_FILTER_FLAG_*` from `linux.seccomp.flags`.
-    flags: libc::c_ulong,
+    flags: libc::c_uint,
 }
 
 impl Filter {
@@ -79,17 +79,17 @@ impl Filter {
             )));
         }
         let bytes = read_all(memfd)?;
-        let (flags, program) = bytes.split_at(bytes.len().min(8));
-        let flags = u64::from_ne_bytes(flags.try_into().unwrap_or_default());
+        let (flags, program) = bytes.split_at(bytes.len().min(4));
+        let flags = u32::from_ne_bytes(flags.try_into().unwrap_or_default());
         Ok(Filter {
             program: decode(program),
-            flags: flags as libc::c_ulong,
+            flags,
         })
     }
 
-    /// The flags, then the program, as [`Filter::compile_apart`] reads them.
+    /// The flags (4 bytes), then the program, as [`Filter::compile_apart`] reads them.
     fn write_to(&self, memfd: &OwnedFd) -> Result<(), RuntimeError> {
-        let mut bytes = (self.flags as u64).to_ne_bytes().to_vec();
+        let mut bytes = self.flags.to_ne_bytes().to_vec();
         for i in &self.program {
             bytes.extend_from_slice(&i.code.to_ne_bytes());
             bytes.extend_from_slice(&[i.jt, i.jf]);
@@ -273,12 +273,14 @@ fn action(act: LinuxSeccompAction, ret: Option<u32>) -> Result<ScmpAction, Runti
     })
 }
 
-fn flag(flag: LinuxSeccompFilterFlag) -> libc::c_ulong {
-    match flag {
+fn flag(flag: LinuxSeccompFilterFlag) -> libc::c_uint {
+    // The constants are c_ulong in libc; the kernel's flags argument is unsigned int.
+    let flag = match flag {
         LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
         LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
         LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-    }
+    };
+    libc::c_uint::try_from(flag).unwrap_or_default()
 }
 
 fn scmp_arch(arch: Arch) -> Result<ScmpArch, RuntimeError> {

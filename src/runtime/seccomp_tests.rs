@@ -141,7 +141,7 @@ fn compiling_apart_gives_the_same_program() {
     let here = Filter::compile(&p).unwrap();
     let apart = Filter::compile_apart(&p).unwrap();
     assert!(!here.program.is_empty());
-    assert_eq!(here.flags, libc::SECCOMP_FILTER_FLAG_LOG);
+    assert_eq!(u64::from(here.flags), libc::SECCOMP_FILTER_FLAG_LOG);
     assert_eq!(apart.flags, here.flags);
     let words = |f: &Filter| -> Vec<(u16, u8, u8, u32)> {
         f.program

@@ -318,7 +318,8 @@ fn write_bundle(job: &BundleJob) -> Result<()> {
         devices: &devices,
         seccomp: &seccomp,
     })?;
-    if let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+    let filter = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    if let Some(filter) = filter.filter(|_| seccomp.is_localhost()) {
         // What the container's init will compile, checked now so that a profile the
         // kernel's filter language cannot express is the caller's InvalidArgument.
         crate::runtime::check_seccomp(filter)?;

@@ -70,7 +70,18 @@ impl Loaded {
             kernel: (0, 0),
         }
     }
+
+    /// Whether the profile came from the node (Localhost), not from crius's own tested
+    /// RuntimeDefault data: only such a profile needs compiling at CreateContainer to
+    /// find what libseccomp refuses.
+    pub fn is_localhost(&self) -> bool {
+        self.profile
+            .as_ref()
+            .is_some_and(|(name, _)| name != RUNTIME_DEFAULT)
+    }
 }
+
+const RUNTIME_DEFAULT: &str = "runtime/default";
 
 pub fn select(sc: Option<&LinuxContainerSecurityContext>) -> Result<Selection, SeccompError> {
     let Some(sc) = sc else {

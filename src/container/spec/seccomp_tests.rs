@@ -220,3 +220,19 @@ fn generate_puts_the_profile_in_linux_seccomp() {
             .is_none()
     );
 }
+
+#[test]
+fn runtime_default_compiles_for_any_capabilities() {
+    // CreateContainer compiles only Localhost profiles ahead of init; the default one is
+    // proven here, for the default set and for every capability.
+    let sc = with_profile(ProfileType::RuntimeDefault, "");
+    let loaded = load(Some(&sc)).unwrap();
+    assert!(!loaded.is_localhost());
+    let sets: [&[Capability]; 2] = [
+        super::super::linux::DEFAULT_CAPABILITIES,
+        &[Capability::SysAdmin],
+    ];
+    for caps in sets {
+        crate::runtime::check_seccomp(&runtime_default(caps)).unwrap();
+    }
+}
