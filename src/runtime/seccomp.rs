@@ -1,26 +1,27 @@
-//! `linux.seccomp`: the OCI profile compiled to a BPF program with libseccomp, and the
-//! program installed into the calling process with seccomp(2), with runc's semantics (unknown syscall
-//! names skipped, rules whose action is the default skipped, several conditions on one
-//! argument meaning "any of them", `SCMP_CMP_MASKED_EQ` taking the mask from `value`).
+//! `linux.seccomp`: the OCI profile compiled to a BPF program with libseccomp, with
+//! runc's semantics (unknown syscall names skipped, rules whose action is the default
+//! skipped, several conditions on one argument meaning "any of them",
+//! `SCMP_CMP_MASKED_EQ` taking the mask from `value`), and the program installed into
+//! the calling process with seccomp(2).
 //!
 //! Without no_new_privs the kernel only lets a process holding CAP_SYS_ADMIN install a
 //! filter, so the caller installs it before dropping capabilities in that case, and as
 //! late as possible (just before execve) otherwise: see `init::prepare_process`.
 
-use libseccomp::ScmpSyscall;
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
+
 use libseccomp::error::SeccompError;
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::ForkResult;
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, LinuxSyscall,
 };
-
-use std::io::{Read, Seek, Write};
-use std::os::fd::OwnedFd;
-
-use nix::sys::memfd::{MFdFlags, memfd_create};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::ForkResult;
 
 use super::child::{exit_now, fork_child};
 use super::{RuntimeError, io_err, sys_err};
