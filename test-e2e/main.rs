@@ -26,6 +26,7 @@ mod pods;
 mod resources;
 mod restart;
 mod rollback;
+mod seccomp;
 mod security;
 mod selftest;
 mod stats;

@@ -120,7 +120,13 @@ async fn privileged_container_gets_the_daemons_capabilities_and_host_devices() {
     security(&mut c).privileged = true;
     // kubelet sends the default masked paths; privileged ignores them.
     security(&mut c).masked_paths = vec!["/proc/timer_list".into()];
+    // Privileged ignores the seccomp profile, as kubelet documents.
+    security(&mut c).seccomp = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
     let (id, status) = init_status(&mut rt, &pod_id, &pod, &c).await;
+    assert!(status.contains("Seccomp:\t0\n"), "{status}");
     assert_eq!(cap_field(&status, "CapEff"), host_bounding, "{status}");
     assert_eq!(cap_field(&status, "CapBnd"), host_bounding, "{status}");
     let checks = [

@@ -15,6 +15,8 @@ mod lsm;
 mod mounts;
 mod namespaces;
 mod resources;
+pub mod seccomp;
+mod seccomp_profile;
 #[cfg(test)]
 mod tests;
 
@@ -82,6 +84,8 @@ pub struct SpecInput<'a> {
     pub mount_sources: &'a [PathBuf],
     /// `config.devices` as host device nodes.
     pub devices: &'a [ResolvedDevice],
+    /// The seccomp profile chosen and read by [`seccomp::load`].
+    pub seccomp: &'a seccomp::Loaded,
     pub host: &'a Host,
 }
 
@@ -138,7 +142,13 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
 
     let mut spec = Spec::default();
     spec.set_version("1.1.0".to_string());
-    spec.set_process(Some(process(input, sc)?));
+    let process = process(input, sc)?;
+    let caps = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().clone())
+        .unwrap_or_default();
+    spec.set_process(Some(process));
     spec.set_root(Some(root(input.rootfs, sc)));
     // Without its own UTS namespace the container cannot (and must not) set the hostname.
     let hostname = (!modes.host_network && !input.sandbox.hostname.is_empty())
@@ -152,6 +162,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         sc,
         modes,
         rootfs_propagation: mounts.rootfs_propagation,
+        caps: &caps,
     })?));
     Ok(spec)
 }

@@ -119,7 +119,9 @@ impl Containers {
                 stderr: err.write,
             },
             cgroup_root,
-        })?;
+        });
+        sys::trim_heap();
+        let created = created?;
         self.next_serial += 1;
         self.list.push(Container {
             id: req.id,
@@ -240,7 +242,11 @@ impl Containers {
         let c = self.running_mut(id)?;
         let target = match c.exec_target.take() {
             Some(t) => t,
-            None => ExecTarget::prepare(&c.bundle, c.pid, cgroup_root)?,
+            None => {
+                let target = ExecTarget::prepare(&c.bundle, c.pid, cgroup_root);
+                sys::trim_heap();
+                target?
+            }
         };
         Ok(c.exec_target.insert(target))
     }

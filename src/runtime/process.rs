@@ -21,6 +21,7 @@ use super::cgroups::{self, CgroupManager};
 use super::child::{exit_now, fork_child};
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
+use super::seccomp::Filter;
 use super::signals;
 use super::stdio::{self, above_stdio};
 use super::sync::{self, Channel, Message};
@@ -207,6 +208,9 @@ pub(super) fn kill_leftovers(bundle: &Path, cgroup_root: &Path) -> Result<usize,
 /// namespace and cgroup file descriptors.
 pub struct ExecTarget {
     process: Process,
+    /// `linux.seccomp` compiled once (a few KiB of BPF, smaller than the profile it
+    /// replaces), installed by each exec'd process.
+    seccomp: Option<Filter>,
     joins: Vec<Join>,
     cgroup: Vec<File>,
 }
@@ -223,8 +227,15 @@ impl ExecTarget {
             Some(cg) => cg.open_self_join()?,
             None => Vec::new(),
         };
+        let seccomp = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref());
+        let seccomp = seccomp.map(Filter::compile_apart).transpose()?;
         Ok(ExecTarget {
             process: bundle.process().clone(),
+            seccomp,
             joins: namespaces::of_process(container_pid)?,
             cgroup,
         })
@@ -278,21 +289,17 @@ fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: 
         exit_now(1);
     }
     drop(sync);
-    exec_process(process, stdio)
+    exec_process(process, target.seccomp.as_ref(), stdio)
 }
 
 /// The exec'd process inside the container. Its failures go to its own stderr with exit
 /// code 127, as a shell reports a command it cannot run.
-fn exec_process(process: &Process, stdio: Stdio) -> ! {
+fn exec_process(process: &Process, seccomp: Option<&Filter>, stdio: Stdio) -> ! {
     if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
         exit_now(127);
     }
-    match init::prepare_process(process) {
-        Ok(program) => {
-            let err = program.exec();
-            stdio::write_stderr(&format!("crius exec: {:?}: {err}\n", program.path));
-            exit_now(if err == nix::Error::ENOENT { 127 } else { 126 })
-        }
+    match init::prepare_process(process, seccomp.cloned()) {
+        Ok(ready) => ready.exec("crius exec:"),
         Err(e) => {
             stdio::write_stderr(&format!("crius exec: {e}\n"));
             exit_now(127)

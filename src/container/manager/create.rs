@@ -351,6 +351,14 @@ fn all_devices(config: &cri::ContainerConfig) -> Result<Vec<volumes::ResolvedDev
 
 /// Writes `config.json`; returns the user its process runs as.
 fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
+    let sc = job
+        .rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    // First: a missing or malformed profile fails the create before anything is made.
+    let seccomp = spec::seccomp::load(sc).map_err(spec::SpecError::from)?;
     let rootfs_dir = job.bundle.join("rootfs");
     fault::inject("overlay-mount")?;
     rootfs::mount_overlay(&Overlay {
@@ -367,12 +375,6 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
         .as_ref()
         .and_then(|c| c.user().clone())
         .unwrap_or_default();
-    let sc = job
-        .rec
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref());
     let user = resolve_user(&rootfs_dir, &image_user, sc)?;
     let config = &job.rec.config;
     let volumes_dir = job.bundle.join(VOLUMES_DIR);
@@ -404,7 +406,14 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
         mount_sources: &mount_sources,
         devices: &devices,
         host: &job.host,
+        seccomp: &seccomp,
     })?;
+    let filter = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    if let Some(filter) = filter.filter(|_| seccomp.is_localhost()) {
+        // What the container's init will compile, checked now so that a profile the
+        // kernel's filter language cannot express is the caller's InvalidArgument.
+        crate::runtime::check_seccomp(filter)?;
+    }
     let config_json = job.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec)
         .map_err(|e| Error::io("encoding", &config_json, std::io::Error::other(e)))?;

@@ -52,6 +52,8 @@ pub(super) struct LinuxInput<'a> {
     pub sc: Option<&'a LinuxContainerSecurityContext>,
     pub modes: NamespaceModes,
     pub rootfs_propagation: Option<String>,
+    /// The process's bounding set, which decides the seccomp rules that apply.
+    pub caps: &'a oci_spec::runtime::Capabilities,
 }
 
 pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
@@ -83,6 +85,7 @@ pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
     };
     linux.set_masked_paths(Some(masked));
     linux.set_readonly_paths(Some(readonly));
+    linux.set_seccomp(super::seccomp::build(input.spec.seccomp, input.caps)?);
     Ok(linux)
 }
 

@@ -34,6 +34,7 @@ pub(super) struct Fixture {
     pub(super) host: super::Host,
     /// The resolved PID namespace of a TARGET container.
     pub(super) target_pid: Option<&'static str>,
+    pub(super) seccomp: seccomp::Loaded,
 }
 
 impl Fixture {
@@ -76,6 +77,7 @@ impl Fixture {
                 ..Default::default()
             },
             target_pid: None,
+            seccomp: seccomp::Loaded::unconfined(),
         }
     }
 
@@ -106,6 +108,7 @@ impl Fixture {
             mount_sources: &self.mount_sources,
             devices: &self.devices,
             host: &self.host,
+            seccomp: &self.seccomp,
         })
     }
 
