@@ -21,6 +21,7 @@ mod leaks;
 mod logs;
 mod mounts;
 mod pods;
+mod portforward;
 mod resources;
 mod restart;
 mod rollback;

@@ -1,0 +1,61 @@
+//! kubelet's port-forward protocol over SPDY (`spdy.rs`: a pair of streams, error and
+//! data, per forwarded connection) or WebSocket (`websocket.rs`: a data and an error
+//! channel per port in `?port=`). Either way each forwarded connection is a TCP
+//! connection to the port on the pod's localhost (`dial.rs`); a failure to connect is
+//! written on the error stream as text, as kubelet does.
+
+mod dial;
+pub mod spdy;
+pub mod websocket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{PortForward, Shared};
+
+/// After the pod's side closes, how long the client's side may still send (containerd
+/// gives the same second before it closes both).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Read size from the pod's port.
+const CHUNK: usize = 32 * 1024;
+
+/// One PortForward request's connection to its pod.
+pub struct Forwarder {
+    request: PortForward,
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+    pub idle: Duration,
+}
+
+impl Forwarder {
+    pub fn new(request: PortForward, shared: &Shared) -> Self {
+        Forwarder {
+            request,
+            streams: shared.streams.clone(),
+            max_streams: shared.max_streams,
+            idle: shared.idle,
+        }
+    }
+
+    /// A connection to `port` and its slot among the streams in flight, or the message
+    /// for the client's error stream.
+    pub async fn connect(&self, port: u16) -> Result<(TcpStream, OwnedSemaphorePermit), String> {
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            format!(
+                "too many port-forward connections in flight ({} at most)",
+                self.max_streams
+            )
+        })?;
+        let pod = &self.request.pod_id;
+        match dial::dial(&self.request.network, port).await {
+            Ok(tcp) => Ok((tcp, permit)),
+            Err(e) => {
+                tracing::debug!(pod = %pod, port, error = %e, "port-forward failed");
+                Err(format!("error forwarding port {port} to pod {pod}: {e}"))
+            }
+        }
+    }
+}
