@@ -72,6 +72,58 @@ async fn websocket(url: &str, ports: &[u16]) -> Result<Ws, u16> {
     }
 }
 
+/// `len` bytes sent on channel `ch` while its echo is read back: all of it, in order.
+async fn ws_bulk_echo(ws: Ws, ch: u8, len: usize) -> Ws {
+    let (mut sink, mut stream) = ws.split();
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(64 * 1024) {
+            let mut b = vec![ch];
+            b.extend_from_slice(chunk);
+            sink.send(Message::binary(b)).await.unwrap();
+        }
+        sink
+    });
+    let mut got = Vec::with_capacity(len);
+    while got.len() < len {
+        let m = tokio::time::timeout(WITHIN, stream.next()).await;
+        match m
+            .expect("echo in time")
+            .expect("the WebSocket open")
+            .unwrap()
+        {
+            Message::Binary(b) if b.first() == Some(&ch) => got.extend_from_slice(&b[1..]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(got == data, "the echo differs from what was sent");
+    writer.await.unwrap().reunite(stream).unwrap()
+}
+
+/// The status of a raw SPDY upgrade request to `url`, as client-go sends it.
+async fn spdy_upgrade(url: &str, protocol: bool) -> u16 {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let proto = if protocol {
+        "X-Stream-Protocol-Version: portforward.k8s.io\r\n"
+    } else {
+        ""
+    };
+    let req = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+         Upgrade: SPDY/3.1\r\n{proto}Content-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    let status = String::from_utf8_lossy(&head[9..12]).into_owned();
+    status
+        .parse()
+        .unwrap_or_else(|_| panic!("a status line: {head:?}"))
+}
+
 /// The next data message: (channel, payload); `None` once the server closed.
 async fn next(ws: &mut Ws) -> Option<(u8, Vec<u8>)> {
     loop {
@@ -135,6 +187,7 @@ async fn port_forward_over_websocket() {
     assert_eq!(prefixes, want);
     send(&mut ws, 2, b"ping 9090\n").await;
     assert_eq!(read_until(&mut ws, 2, "ping 9090\n").await, "ping 9090\n");
+    ws = ws_bulk_echo(ws, 2, 10 << 20).await;
     send(&mut ws, 0, GET).await;
     let page = read_until(&mut ws, 0, PAGE).await;
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
@@ -152,6 +205,16 @@ async fn port_forward_over_websocket() {
         error.contains("port 7777") && error.contains(&pod),
         "{error}"
     );
+
+    let url = port_forward(&mut rt, &pod).await.expect("PortForward");
+    assert_eq!(
+        spdy_upgrade(&url, false).await,
+        403,
+        "no stream protocol offered"
+    );
+    let url = port_forward(&mut rt, &pod).await.expect("PortForward");
+    assert_eq!(spdy_upgrade(&url, true).await, 101);
+    assert_eq!(spdy_upgrade(&url, true).await, 404, "tokens are single use");
 
     let missing = port_forward(&mut rt, &"0".repeat(64)).await;
     assert_eq!(code(&missing), tonic::Code::NotFound);
@@ -204,7 +267,7 @@ async fn crictl_forward(d: &Daemon, pod: &str, pairs: &[(u16, u16)]) -> Child {
         .arg(format!("unix://{}", d.paths.socket.display()))
         .args(["port-forward", pod]);
     cmd.args(pairs.iter().map(|(l, r)| format!("{l}:{r}")));
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
     let child = child.expect("spawning crictl");
     let deadline = Instant::now() + WITHIN;
     for (local, _) in pairs {
@@ -271,7 +334,87 @@ async fn port_forward_over_spdy_with_crictl() {
             assert_eq!(got, format!("echo {}\n", i / 2).repeat(1000));
         }
     }
+    bulk_echo(echo, 10 << 20).await;
     let _ = crictl.kill();
     let _ = crictl.wait();
+
+    let closed = free_port();
+    let mut crictl = crictl_forward(&d, &pod, &[(closed, 7777)]).await;
+    assert_eq!(
+        exchange(closed, GET).await,
+        "",
+        "nothing from a closed port"
+    );
+    let _ = crictl.kill();
+    let out = crictl.wait_with_output().expect("crictl's output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("port 7777") && err.contains("refused"),
+        "{err}"
+    );
+    d.teardown().await;
+}
+
+/// `len` bytes through the echo, written and read at once: all come back, in order.
+async fn bulk_echo(port: u16, len: usize) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::with_capacity(len);
+    let read = tokio::time::timeout(Duration::from_secs(120), r.read_to_end(&mut got)).await;
+    read.expect("the echo in time").expect("reading the echo");
+    writer.await.unwrap();
+    assert_eq!(got.len(), len);
+    assert!(got == data, "the echo differs from what was sent");
+}
+
+/// A host-network pod's ports are the host's: the forward connects on the host.
+#[tokio::test]
+async fn port_forward_to_a_host_network_pod() {
+    if !preflight("port_forward_to_a_host_network_pod", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let mut pod = pod_config(&d, "pf-host");
+    let ns = pod.linux.as_mut().and_then(|l| l.security_context.as_mut());
+    let ns = ns.and_then(|s| s.namespace_options.as_mut()).unwrap();
+    ns.network = NamespaceMode::Node as i32;
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let port = free_port();
+    let script = format!("exec nc -ll -p {port} -e cat");
+    let c = container_config("echo", BUSYBOX, &["sh", "-c", &script]);
+    create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    let deadline = Instant::now() + WITHIN;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the echo never listened on the host"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = port_forward(&mut rt, &pod_id).await.expect("PortForward");
+    let mut ws = websocket(&url, &[port]).await.expect("the upgrade");
+    let le = port.to_le_bytes().to_vec();
+    for ch in [0, 1] {
+        assert_eq!(
+            next(&mut ws).await,
+            Some((ch, le.clone())),
+            "the port prefix"
+        );
+    }
+    send(&mut ws, 0, b"via the host\n").await;
+    assert_eq!(read_until(&mut ws, 0, "host\n").await, "via the host\n");
     d.teardown().await;
 }
