@@ -59,3 +59,32 @@ impl Forwarder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streaming::{Network, tokens::Tokens};
+
+    #[tokio::test]
+    async fn connections_past_the_limit_get_a_message_and_failures_name_pod_and_port() {
+        let shared = Shared {
+            tokens: Tokens::new(Duration::from_secs(60), 1),
+            streams: Arc::new(Semaphore::new(1)),
+            max_streams: 1,
+            idle: Duration::from_secs(60),
+        };
+        let request = PortForward {
+            pod_id: "p1".into(),
+            network: Network::Host,
+        };
+        let fwd = Forwarder::new(request, &shared);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = fwd.connect(port).await.expect("the first connection");
+        let e = fwd.connect(port).await.unwrap_err();
+        assert!(e.contains("too many port-forward connections"), "{e}");
+        drop((held, listener));
+        let e = fwd.connect(port).await.unwrap_err();
+        assert!(e.contains(&format!("port {port} to pod p1")), "{e}");
+    }
+}

@@ -20,10 +20,10 @@ impl Client {
 
     async fn recv(&mut self) -> Option<Frame> {
         let f = tokio::time::timeout(
-            Duration::from_secs(5),
+            Duration::from_secs(60),
             read_frame(&mut self.io, &mut self.rx),
         );
-        f.await.expect("a frame within 5 s").unwrap()
+        f.await.expect("a frame within 60 s").unwrap()
     }
 
     async fn syn(&mut self, stream: u32, kind: &str) {
@@ -172,4 +172,29 @@ async fn streams_past_the_limit_are_refused_and_resets_reach_the_writer() {
         "the reset was handled"
     );
     assert!(matches!(s.writer.write(b"x").await, Err(SpdyError::Reset)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_with_goaway() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let opts = Options { max_streams: 8 };
+    let _streams = serve(b, opts, Activity::new(Duration::from_secs(30)));
+    let mut c = Client {
+        io: a,
+        tx: Deflater::new().unwrap(),
+        rx: Inflater::new(),
+    };
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    c.send(Frame::Ping(1)).await;
+    assert_eq!(
+        c.recv().await,
+        Some(Frame::Ping(1)),
+        "traffic keeps it open"
+    );
+    let goaway = Frame::GoAway {
+        last_good: 0,
+        status: 0,
+    };
+    assert_eq!(c.recv().await, Some(goaway), "30 s later");
+    assert_eq!(c.recv().await, None);
 }
