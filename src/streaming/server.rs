@@ -121,18 +121,28 @@ fn spdy(mut req: Request<Incoming>, fwd: Forwarder) -> Response<String> {
     r
 }
 
-/// Switches to WebSocket: kubelet's port-forward form, the ports in `?port=`.
+/// Switches to WebSocket: SPDY tunneled in it if the client asks for that, else
+/// kubelet's port-forward form with the ports in `?port=`.
 fn websocket(mut req: Request<Incoming>, fwd: Forwarder) -> Response<String> {
-    let ports = match portforward::websocket::ports(req.uri().query().unwrap_or("")) {
-        Ok(p) => p,
-        Err(msg) => return plain(StatusCode::BAD_REQUEST, format!("{msg}\n")),
-    };
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let protocol = portforward::websocket::choose_protocol(req.headers());
     let upgrade = hyper::upgrade::on(&mut req);
+    if protocol == Some(portforward::tunnel::PROTOCOL) {
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(io) => portforward::tunnel::run(TokioIo::new(io), fwd).await,
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            }
+        });
+        return switching(accept, protocol);
+    }
+    let ports = match portforward::websocket::ports(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(msg) => return plain(StatusCode::BAD_REQUEST, format!("{msg}\n")),
+    };
     let base64 = protocol.is_some_and(|p| p.contains("base64"));
     tokio::spawn(async move {
         match upgrade.await {
@@ -140,6 +150,11 @@ fn websocket(mut req: Request<Incoming>, fwd: Forwarder) -> Response<String> {
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
+    switching(accept, protocol)
+}
+
+/// The 101 answer to a WebSocket upgrade.
+fn switching(accept: String, protocol: Option<&'static str>) -> Response<String> {
     let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
     let h = r.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

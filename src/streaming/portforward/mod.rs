@@ -1,11 +1,13 @@
 //! kubelet's port-forward protocol over SPDY (`spdy.rs`: a pair of streams, error and
 //! data, per forwarded connection) or WebSocket (`websocket.rs`: a data and an error
 //! channel per port in `?port=`). Either way each forwarded connection is a TCP
-//! connection to the port on the pod's localhost (`dial.rs`); a failure to connect is
+//! connection to the port on the pod's localhost (`dial.rs`); `tunnel.rs` serves SPDY
+//! carried inside a WebSocket (client-go's newer transport). A failure to connect is
 //! written on the error stream as text, as kubelet does.
 
 mod dial;
 pub mod spdy;
+pub mod tunnel;
 pub mod websocket;
 
 use std::sync::Arc;

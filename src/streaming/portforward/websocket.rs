@@ -21,8 +21,13 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::{CHUNK, CLOSE_GRACE, Forwarder};
 use crate::streaming::activity::Activity;
 
-/// The subprotocols kubelet accepts for port-forward, in its order of preference.
-const PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
+/// The subprotocols accepted for port-forward, in order of preference: SPDY tunneled in
+/// WebSocket (`tunnel.rs`), then kubelet's channel forms.
+const PROTOCOLS: [&str; 3] = [
+    super::tunnel::PROTOCOL,
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+];
 /// Channel bytes run to 255: two per port.
 const MAX_PORTS: usize = 128;
 
