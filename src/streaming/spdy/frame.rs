@@ -17,7 +17,6 @@ pub const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
 /// RST_STREAM status codes used here.
 pub const PROTOCOL_ERROR: u32 = 1;
 pub const REFUSED_STREAM: u32 = 3;
-#[cfg(test)]
 pub const CANCEL: u32 = 5;
 /// The largest frame length the 24-bit field can carry.
 pub const MAX_LENGTH: usize = (1 << 24) - 1;

@@ -221,7 +221,7 @@ struct Reader {
 }
 
 /// Reads one frame; `None` at a clean EOF between frames.
-async fn read_frame<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     z: &mut Inflater,
 ) -> Result<Option<Frame>, SpdyError> {
