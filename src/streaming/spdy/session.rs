@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::SpdyError;
 use super::flow::{Consumed, INITIAL_WINDOW, PeerFlow, SendWindow, acquire_both};
@@ -23,8 +23,11 @@ use crate::streaming::activity::Activity;
 const MAX_CHUNK: usize = 32 * 1024;
 /// Frames queued for the writer; bounds what one connection buffers.
 const OUT_QUEUE: usize = 64;
-/// Data frames queued for one stream's reader.
-const IN_QUEUE: usize = 16;
+/// Bytes buffered for one stream's reader. A peer that honours our 64 KiB receive
+/// window never fills it, so the reader never waits on one stream while a WINDOW_UPDATE
+/// another stream needs sits unread behind it; a peer without flow control (spdystream)
+/// is slowed down by it instead.
+const IN_BUFFER: usize = 1 << 20;
 const GOAWAY_PROTOCOL_ERROR: u32 = 1;
 const FLOW_CONTROL_ERROR: u32 = 7;
 
@@ -59,7 +62,9 @@ pub struct Stream {
 
 pub struct StreamReader {
     id: u32,
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    /// Room in the stream's buffer, in bytes (`IN_BUFFER` at most).
+    room: Arc<Semaphore>,
     conn: Conn,
     consumed: Consumed,
 }
@@ -68,6 +73,7 @@ impl StreamReader {
     /// The next data the peer sent; `None` once it finished or reset the stream.
     pub async fn read(&mut self) -> Option<Vec<u8>> {
         let data = self.rx.recv().await?;
+        self.room.add_permits(data.len().min(IN_BUFFER));
         if let Some(delta) = self.consumed.add(data.len()) {
             for stream in [self.id, 0] {
                 let _ = self.conn.send(Frame::WindowUpdate { stream, delta }).await;
@@ -206,7 +212,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>
 }
 
 struct Open {
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    room: Arc<Semaphore>,
     window: Arc<SendWindow>,
 }
 
@@ -327,12 +334,19 @@ impl Reader {
         }
         let shift = self.initial - INITIAL_WINDOW;
         window.shift(shift);
-        let (tx, rx) = mpsc::channel(IN_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         let tx = (flags & FLAG_FIN == 0).then_some(tx);
-        self.streams.insert(id, Open { tx, window });
+        let room = Arc::new(Semaphore::new(IN_BUFFER));
+        let open = Open {
+            tx,
+            room: room.clone(),
+            window,
+        };
+        self.streams.insert(id, open);
         let reader = StreamReader {
             id,
             rx,
+            room,
             conn: self.conn.clone(),
             consumed: Consumed::default(),
         };
@@ -354,9 +368,15 @@ impl Reader {
         };
         if let Some(tx) = &open.tx
             && !data.is_empty()
-            && tx.send(data).await.is_err()
         {
-            open.tx = None; // The application stopped reading.
+            let room = open.room.clone();
+            let taken = room
+                .acquire_many_owned(data.len().min(IN_BUFFER) as u32)
+                .await;
+            taken.into_iter().for_each(|p| p.forget());
+            if tx.send(data).is_err() {
+                open.tx = None; // The application stopped reading.
+            }
         }
         if flags & FLAG_FIN != 0 {
             open.tx = None;

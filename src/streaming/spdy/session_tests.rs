@@ -198,3 +198,34 @@ async fn an_idle_connection_is_closed_with_goaway() {
     assert_eq!(c.recv().await, Some(goaway), "30 s later");
     assert_eq!(c.recv().await, None);
 }
+
+#[tokio::test]
+async fn an_unread_stream_does_not_hold_up_window_updates_for_another() {
+    let (mut c, mut streams) = start(8);
+    c.send(Frame::Settings(vec![(
+        frame::SETTINGS_INITIAL_WINDOW_SIZE,
+        10,
+    )]))
+    .await;
+    c.syn(1, "data").await;
+    let _unread = streams.recv().await.unwrap();
+    c.syn(3, "data").await;
+    let s = streams.recv().await.unwrap();
+    for _ in 0..40 {
+        c.send(data(1, 0, &[0; 1024])).await; // within the window, never read
+    }
+    let writer = s.writer.clone();
+    let write = tokio::spawn(async move { writer.write(&[2; 20]).await });
+    assert_eq!(c.recv().await, Some(data(3, 0, &[2; 10])));
+    c.send(Frame::WindowUpdate {
+        stream: 3,
+        delta: 10,
+    })
+    .await;
+    assert_eq!(
+        c.recv().await,
+        Some(data(3, 0, &[2; 10])),
+        "the update was read"
+    );
+    write.await.unwrap().unwrap();
+}
