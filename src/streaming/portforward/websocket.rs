@@ -111,8 +111,8 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut source) = ws.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(64);
+    let (sink, mut source) = ws.split();
+    let (out, out_rx) = mpsc::channel::<Message>(64);
     let activity = Activity::new(fwd.idle);
     let fwd = Arc::new(fwd);
     let mut inputs = Vec::new();
@@ -134,16 +134,7 @@ where
         tasks.spawn(forward(fwd.clone(), port, rx, data, error));
     }
     drop(out);
-    let a = activity.clone();
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-            a.touch();
-        }
-        let _ = sink.send(Message::Close(None)).await;
-    });
+    let writer = tokio::spawn(write_loop(sink, out_rx, activity.clone()));
     loop {
         tokio::select! {
             msg = source.next() => {
@@ -168,6 +159,20 @@ where
     drop(inputs);
     tasks.abort_all();
     let _ = writer.await;
+}
+
+/// Sends what the ports' tasks queue; a Close once they have all ended.
+async fn write_loop<S>(mut sink: S, mut queued: mpsc::Receiver<Message>, activity: Activity)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    while let Some(m) = queued.recv().await {
+        if sink.send(m).await.is_err() {
+            return;
+        }
+        activity.touch();
+    }
+    let _ = sink.send(Message::Close(None)).await;
 }
 
 async fn forward(
