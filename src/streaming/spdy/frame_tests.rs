@@ -156,3 +156,46 @@ fn malformed_frames_are_errors() {
     };
     assert!(encode(&huge, &mut Deflater::new().unwrap(), &mut out).is_err());
 }
+
+/// A small deterministic generator: the same "random" input on every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u8 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (self.0 >> 33) as u8
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+#[test]
+fn arbitrary_input_is_an_error_or_a_frame_never_a_panic() {
+    let mut rng = Lcg(7);
+    for i in 0..20_000 {
+        let kind = (i % 11) as u8;
+        let mut head = [0x80, 3, 0, kind, rng.next() & 1, 0, 0, 0];
+        let len = usize::from(rng.next() % 48);
+        let payload = rng.bytes(len);
+        head[7] = payload.len() as u8;
+        if i % 5 == 0 {
+            head = rng.bytes(8).try_into().unwrap();
+        }
+        if let Ok(h) = Head::parse(head) {
+            let _ = decode(h, payload, &mut Inflater::new());
+        }
+    }
+    // Header blocks: garbage after a valid zlib start, in one stream.
+    let mut z = Inflater::new();
+    let start = &hex::decode(SYN_ERROR).unwrap()[18..];
+    for n in 0..2_000 {
+        let mut block = start[..(n % start.len())].to_vec();
+        block.extend(rng.bytes(n % 64));
+        let _ = z.decompress(&block);
+        let _ = Inflater::new().decompress(&block);
+    }
+}

@@ -229,3 +229,14 @@ async fn an_unread_stream_does_not_hold_up_window_updates_for_another() {
     );
     write.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_ends_its_streams() {
+    let (mut c, mut streams) = start(8);
+    c.syn(1, "data").await;
+    let mut s = streams.recv().await.unwrap();
+    drop(c);
+    assert_eq!(s.reader.read().await, None, "EOF ends the stream's input");
+    assert!(s.writer.write(b"x").await.is_err(), "and its output");
+    assert!(streams.recv().await.is_none(), "and the session");
+}
