@@ -62,7 +62,11 @@ pub async fn run(cfg: Config) -> Result<()> {
             records: layout.containers.clone(),
             run_dir: layout.container_run.clone(),
             max_log_line: cfg.max_container_log_line_size,
-            capabilities: Arc::new(host_capabilities()),
+            host: Arc::new(crate::container::spec::Host {
+                capabilities: host_capabilities(),
+                apparmor: crate::runtime::apparmor_enabled(),
+                selinux: crate::runtime::selinux_enabled(),
+            }),
         },
         pods.clone(),
         images.clone(),

@@ -4,7 +4,7 @@
 
 use crate::fixtures::*;
 use crate::harness::{BINARY, Daemon, preflight};
-use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
+use k8s_cri::v1::PodSandboxConfig;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -63,20 +63,6 @@ fn ratio(a: Duration, b: Duration) -> String {
     format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
 }
 
-/// A pod in the host network namespace: no CNI plugin runs, so its start time is the
-/// daemon's own (the budget counts daemon time excluding CNI).
-fn host_network(mut pod: PodSandboxConfig) -> PodSandboxConfig {
-    if let Some(o) = pod
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        o.network = NamespaceMode::Node as i32;
-    }
-    pod
-}
-
 /// RunPodSandbox, CreateContainer, StartContainer of `sleep 1000`; returns the pod and
 /// container ids and the three times.
 async fn start_pod(
@@ -133,7 +119,7 @@ async fn bench_budgets() {
     let pull_time = t.elapsed();
     let mut rt = d.runtime().await;
 
-    let (_, _, host) = start_pod(&mut rt, &host_network(pod_config(&d, "bench-host"))).await;
+    let (_, _, host) = start_pod(&mut rt, &host_network_pod(&d, "bench-host")).await;
     let (pod_id, id, cni) = start_pod(&mut rt, &pod_config(&d, "bench")).await;
 
     let (exec_med, anchor_med) = exec_median(&mut rt, &id, Duration::ZERO).await;

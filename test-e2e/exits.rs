@@ -58,7 +58,7 @@ async fn stop_signal_from_cri() {
     let d = Daemon::start().await;
     pull(&mut d.images().await, BUSYBOX).await;
     let mut rt = d.runtime().await;
-    let pod = crate::mounts::host_network_pod(&d, "stopsignal");
+    let pod = host_network_pod(&d, "stopsignal");
     let pod_id = run_pod(&mut rt, &pod).await;
     let script = "trap 'exit 42' USR1; echo ready; while true; do sleep 0.1; done";
     let mut c = container_config("trap", BUSYBOX, &["sh", "-c", script]);

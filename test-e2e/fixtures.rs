@@ -134,6 +134,25 @@ pub fn pod_config(d: &Daemon, name: &str) -> PodSandboxConfig {
     }
 }
 
+/// A pod on the host's network: it needs no CNI, and leaves no veth that the leak check
+/// could not tell apart from a container's.
+pub fn host_network_pod(d: &Daemon, name: &str) -> PodSandboxConfig {
+    let mut pod = pod_config(d, name);
+    host_network(&mut pod);
+    pod
+}
+
+pub fn host_network(pod: &mut PodSandboxConfig) {
+    let linux = pod.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    sc.namespace_options = Some(NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    });
+}
+
 /// A container running `command` in `image`, logging to `<name>.log` in the pod's log dir.
 pub fn container_config(name: &str, image_name: &str, command: &[&str]) -> ContainerConfig {
     ContainerConfig {

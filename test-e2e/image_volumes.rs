@@ -4,7 +4,7 @@
 
 use crate::fixtures::*;
 use crate::harness::{Daemon, Options, preflight};
-use crate::mounts::{container_mounts, host_network_pod};
+use crate::mounts::container_mounts;
 use k8s_cri::v1::*;
 use tonic::Code;
 

@@ -34,20 +34,6 @@ async fn pod(name: &str) -> Pod {
     }
 }
 
-/// A pod on the host's network: these tests need no CNI.
-pub fn host_network_pod(d: &Daemon, name: &str) -> PodSandboxConfig {
-    let mut pod = pod_config(d, name);
-    let linux = pod.linux.get_or_insert_with(Default::default);
-    let sc = linux.security_context.get_or_insert_with(Default::default);
-    sc.namespace_options = Some(NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
-    });
-    pod
-}
-
 fn host_mount(container: &str, host: &Path, readonly: bool, prop: MountPropagation) -> Mount {
     Mount {
         container_path: container.into(),

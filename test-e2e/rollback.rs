@@ -136,16 +136,3 @@ async fn failed_container_creation_rolls_back_and_a_retry_succeeds() {
     assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
     d.teardown().await;
 }
-
-/// No network namespace of its own: the pod needs no CNI, and leaves no veth that the
-/// leak check could not tell apart from a container's.
-fn host_network(pod: &mut PodSandboxConfig) {
-    let linux = pod.linux.get_or_insert_with(Default::default);
-    let sc = linux.security_context.get_or_insert_with(Default::default);
-    sc.namespace_options = Some(NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
-    });
-}

@@ -4,7 +4,6 @@
 
 use crate::fixtures::*;
 use crate::harness::{Daemon, Runtime, preflight};
-use crate::mounts::host_network_pod;
 use k8s_cri::v1::*;
 use tonic::Code;
 
@@ -121,7 +120,13 @@ async fn privileged_container_gets_the_daemons_capabilities_and_host_devices() {
     security(&mut c).privileged = true;
     // kubelet sends the default masked paths; privileged ignores them.
     security(&mut c).masked_paths = vec!["/proc/timer_list".into()];
+    // Privileged ignores the seccomp profile, as kubelet documents.
+    security(&mut c).seccomp = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
     let (id, status) = init_status(&mut rt, &pod_id, &pod, &c).await;
+    assert!(status.contains("Seccomp:\t0\n"), "{status}");
     assert_eq!(cap_field(&status, "CapEff"), host_bounding, "{status}");
     assert_eq!(cap_field(&status, "CapBnd"), host_bounding, "{status}");
     let checks = [
@@ -166,7 +171,19 @@ async fn bad_security_contexts_are_refused() {
     security(&mut group_only).run_as_group = Some(Int64Value { value: 5 });
     let mut unknown = container_config("unknown", &busybox, &["true"]);
     security(&mut unknown).capabilities = caps(&["CAP_NOPE"], &[], &[]);
-    for (c, says) in [(group_only, "run_as_group"), (unknown, "CAP_NOPE")] {
+    // This host has no AppArmor: a profile cannot be honoured, so it is refused.
+    let mut apparmor = container_config("apparmor", &busybox, &["true"]);
+    security(&mut apparmor).apparmor = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "crius-test".into(),
+    });
+    let no_apparmor = !std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y");
+    let mut cases = vec![(group_only, "run_as_group"), (unknown, "CAP_NOPE")];
+    if no_apparmor {
+        cases.push((apparmor, "AppArmor is not enabled"));
+    }
+    for (c, says) in cases {
         let err = create(&mut rt, &pod_id, &pod, &c)
             .await
             .expect_err("refused");

@@ -327,19 +327,7 @@ async fn filters_exited_containers_and_stopped_pods() {
         id: String::new(),
         label_selector: labels(sel),
     };
-    let req = ListPodSandboxStatsRequest {
-        filter: Some(pf(&[("app", "stats-b")])),
-    };
-    let pods = rt
-        .list_pod_sandbox_stats(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .stats;
-    let ids: Vec<_> = pods
-        .iter()
-        .map(|p| p.attributes.clone().unwrap().id)
-        .collect();
+    let ids = listed_pod_ids(&mut rt, Some(pf(&[("app", "stats-b")]))).await;
     assert_eq!(ids, [pb_id.as_str()]);
 
     exec(&mut rt, &a, &["sh", "-c", "echo data > /kept"], 10)
@@ -363,17 +351,7 @@ async fn filters_exited_containers_and_stopped_pods() {
     })
     .await
     .expect("StopPodSandbox");
-    let req = ListPodSandboxStatsRequest { filter: None };
-    let pods = rt
-        .list_pod_sandbox_stats(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .stats;
-    let ids: Vec<_> = pods
-        .iter()
-        .map(|p| p.attributes.clone().unwrap().id)
-        .collect();
+    let ids = listed_pod_ids(&mut rt, None).await;
     assert_eq!(ids, [pa_id.as_str()], "the stopped pod is not listed");
     let r = rt
         .pod_sandbox_stats(PodSandboxStatsRequest {
@@ -382,4 +360,18 @@ async fn filters_exited_containers_and_stopped_pods() {
         .await;
     assert_eq!(code(&r), Code::FailedPrecondition, "{r:?}");
     d.teardown().await;
+}
+
+/// The pod ids ListPodSandboxStats returns for `filter`.
+async fn listed_pod_ids(rt: &mut Runtime, filter: Option<PodSandboxStatsFilter>) -> Vec<String> {
+    let req = ListPodSandboxStatsRequest { filter };
+    let pods = rt
+        .list_pod_sandbox_stats(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    pods.iter()
+        .map(|p| p.attributes.clone().unwrap().id)
+        .collect()
 }

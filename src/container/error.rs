@@ -20,6 +20,8 @@ pub enum SpecError {
     GroupNotFound(String),
     #[error("{what} is not supported yet")]
     Unsupported { what: String },
+    #[error(transparent)]
+    Seccomp(#[from] crate::container::spec::seccomp::SeccompError),
     #[error("read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -47,6 +49,7 @@ impl Classify for SpecError {
             SpecError::Unsupported { .. } => Kind::Unimplemented,
             SpecError::Io { .. } => Kind::Internal,
             SpecError::Input(_)
+            | SpecError::Seccomp(_)
             | SpecError::NoCommand
             | SpecError::UserNotFound(_)
             | SpecError::GroupNotFound(_) => Kind::InvalidArgument,

@@ -45,8 +45,8 @@ pub struct ContainerSettings {
     pub run_dir: PathBuf,
     /// Longest CRI log line before the monitor splits it (config).
     pub max_log_line: u32,
-    /// The daemon's bounding set: the most any container may hold.
-    pub capabilities: Arc<oci_spec::runtime::Capabilities>,
+    /// What the host lets containers have (capabilities, LSMs).
+    pub host: Arc<super::spec::Host>,
 }
 
 pub struct ContainerManager {

@@ -11,8 +11,12 @@ mod capabilities_tests;
 mod linux;
 #[cfg(test)]
 mod linux_tests;
+mod lsm;
 mod mounts;
+mod namespaces;
 mod resources;
+pub mod seccomp;
+mod seccomp_profile;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +49,11 @@ pub struct NamespacePaths<'a> {
     pub net: &'a Path,
     pub ipc: &'a Path,
     pub uts: &'a Path,
+    /// The pod's shared PID namespace (only mounted for a pod whose pid mode is POD).
+    pub pid: &'a Path,
+    /// The PID namespace of the container named by a TARGET pid mode, resolved by the
+    /// caller (`/proc/<its init>/ns/pid`).
+    pub target_pid: Option<&'a Path>,
 }
 
 /// Per-pod files bind-mounted into every container.
@@ -75,8 +84,20 @@ pub struct SpecInput<'a> {
     pub mount_sources: &'a [PathBuf],
     /// `config.devices` as host device nodes.
     pub devices: &'a [ResolvedDevice],
+    /// The seccomp profile chosen and read by [`seccomp::load`].
+    pub seccomp: &'a seccomp::Loaded,
+    pub host: &'a Host,
+}
+
+/// What the host lets containers have, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
     /// The daemon's bounding set: the most any container may hold.
-    pub host_capabilities: &'a oci_spec::runtime::Capabilities,
+    pub capabilities: oci_spec::runtime::Capabilities,
+    /// AppArmor is enabled in the kernel.
+    pub apparmor: bool,
+    /// SELinux is enabled in the kernel.
+    pub selinux: bool,
 }
 
 /// The limits UpdateContainerResources writes to a container's cgroup, validated and
@@ -88,6 +109,20 @@ pub fn resource_limits(
 }
 
 /// Builds the OCI runtime spec for one container.
+/// Whether the container's namespace options fit its pod's, checked before anything is
+/// acquired (the same rules [`generate`] applies).
+pub fn check_namespace_options(
+    config: &ContainerConfig,
+    sandbox: &PodSandboxConfig,
+) -> Result<(), SpecError> {
+    let pod_options = sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    namespaces::NamespaceModes::from_cri(pod_options, security_context(config)).map(|_| ())
+}
+
 pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let sc = security_context(input.config);
     let pod_options = input
@@ -96,7 +131,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref());
-    let modes = linux::NamespaceModes::from_cri(pod_options, sc)?;
+    let modes = namespaces::NamespaceModes::from_cri(pod_options, sc)?;
     let mounts = mounts::build(&mounts::MountInput {
         config: input.config,
         sources: input.mount_sources,
@@ -107,7 +142,13 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
 
     let mut spec = Spec::default();
     spec.set_version("1.1.0".to_string());
-    spec.set_process(Some(process(input, sc)?));
+    let process = process(input, sc)?;
+    let caps = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().clone())
+        .unwrap_or_default();
+    spec.set_process(Some(process));
     spec.set_root(Some(root(input.rootfs, sc)));
     // Without its own UTS namespace the container cannot (and must not) set the hostname.
     let hostname = (!modes.host_network && !input.sandbox.hostname.is_empty())
@@ -121,6 +162,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         sc,
         modes,
         rootfs_propagation: mounts.rootfs_propagation,
+        caps: &caps,
     })?));
     Ok(spec)
 }
@@ -151,13 +193,14 @@ fn process(
         image.and_then(|c| c.working_dir().as_deref()),
     ));
     p.set_user(user(input.user));
-    p.set_capabilities(Some(capabilities::build(sc, input.host_capabilities)?));
+    p.set_capabilities(Some(capabilities::build(sc, &input.host.capabilities)?));
     // Inherit the daemon's rlimits like containerd does: raising RLIMIT_NOFILE above the
     // daemon's hard limit needs CAP_SYS_RESOURCE, which the daemon may not hold.
     p.set_rlimits(None);
     p.set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)));
     p.set_oom_score_adj(linux::oom_score_adj(input.config)?);
-    p.set_apparmor_profile(None);
+    p.set_apparmor_profile(lsm::apparmor_profile(sc, input.host)?);
+    lsm::check_selinux(sc, input.host)?;
     p.set_selinux_label(None);
     Ok(p)
 }

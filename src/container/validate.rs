@@ -47,7 +47,8 @@ pub fn validate_container_config(
     if !c.working_dir.is_empty() {
         check_abs_path("working_dir", &c.working_dir)?;
     }
-    check_user(c)
+    check_user(c)?;
+    super::spec::check_namespace_options(c, sandbox)
 }
 
 /// api.proto: run_as_group "should only be specified when RunAsUser or RunAsUsername is

@@ -14,13 +14,13 @@ use crate::error::{Classify, Kind};
 const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat"];
 
 /// Everything a test container needs, under the monitor's tempdir.
-struct Fixture {
+pub(super) struct Fixture {
     root: PathBuf,
     cgroup_parent: String,
 }
 
 impl Fixture {
-    fn new(r: &Running) -> Self {
+    pub(super) fn new(r: &Running) -> Self {
         let root = r.dir.path().to_path_buf();
         crate::testutil::busybox_rootfs(&root.join("rootfs"), APPLETS);
         Fixture {
@@ -30,7 +30,7 @@ impl Fixture {
         }
     }
 
-    fn bundle(&self, id: &str, args: &[&str]) -> proto::CreateContainer {
+    pub(super) fn bundle(&self, id: &str, args: &[&str]) -> proto::CreateContainer {
         let bundle = self.root.join("bundles").join(id);
         std::fs::create_dir_all(&bundle).unwrap();
         let mut spec = Spec::default();
@@ -72,7 +72,7 @@ impl Fixture {
     }
 
     /// Removes the test cgroup parents the runtime's destroy leaves behind.
-    fn cleanup(&self) {
+    pub(super) fn cleanup(&self) {
         for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
             let _ = std::fs::remove_dir(entry.path().join(&self.cgroup_parent));
         }
@@ -92,7 +92,7 @@ fn cpu_ticks(pid: i32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-async fn wait_exited(r: &Running, id: &str) -> proto::State {
+pub(super) async fn wait_exited(r: &Running, id: &str) -> proto::State {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let st = r.client.state(id).await.unwrap();

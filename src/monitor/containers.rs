@@ -119,7 +119,9 @@ impl Containers {
                 stderr: err.write,
             },
             cgroup_root,
-        })?;
+        });
+        sys::trim_heap();
+        let created = created?;
         self.next_serial += 1;
         self.list.push(Container {
             id: req.id,
@@ -240,7 +242,11 @@ impl Containers {
         let c = self.running_mut(id)?;
         let target = match c.exec_target.take() {
             Some(t) => t,
-            None => ExecTarget::prepare(&c.bundle, c.pid, cgroup_root)?,
+            None => {
+                let target = ExecTarget::prepare(&c.bundle, c.pid, cgroup_root);
+                sys::trim_heap();
+                target?
+            }
         };
         Ok(c.exec_target.insert(target))
     }
@@ -257,6 +263,9 @@ impl Containers {
         c.created = None;
         c.exec_target = None;
         c.status = Status::Exited;
+        if let Err(e) = runtime::kill_leftovers(&c.bundle, cgroup_root) {
+            eprintln!("container {}: ending what its init left: {e}", c.id);
+        }
         // Everything init wrote is in the pipes now; log it before reporting the exit.
         c.drain_output();
         // The cgroup outlives init until Delete, so its OOM counter is still readable.

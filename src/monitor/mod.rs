@@ -19,6 +19,9 @@ mod containers;
 mod exec;
 mod frame;
 mod log;
+mod podinit;
+#[cfg(test)]
+mod podinit_tests;
 mod server;
 mod spawn;
 mod sys;
@@ -33,6 +36,7 @@ use crate::error::{Classify, Kind};
 use crate::runtime::RuntimeError;
 
 pub use client::MonitorClient;
+pub use podinit::PodInitOptions;
 pub use spawn::{SpawnOptions, spawn};
 
 pub mod proto {
@@ -89,6 +93,9 @@ pub enum MonitorError {
     },
     #[error("another monitor is already serving {0}")]
     AlreadyRunning(PathBuf),
+    /// The monitor exited before serving; `message` is the error it logged.
+    #[error("monitor failed to start: {message} (log: {log})")]
+    StartFailed { log: PathBuf, message: String },
     #[error("monitor launcher {exe} exited with {status}")]
     Launcher {
         exe: PathBuf,
@@ -141,7 +148,8 @@ impl Classify for MonitorError {
             | MonitorError::Io { .. }
             | MonitorError::Sys { .. }
             | MonitorError::AlreadyRunning(_)
-            | MonitorError::Launcher { .. } => Kind::Internal,
+            | MonitorError::Launcher { .. }
+            | MonitorError::StartFailed { .. } => Kind::Internal,
         }
     }
 }
@@ -164,7 +172,8 @@ impl ExitRecord {
     }
 }
 
-/// `crius monitor --pod-id ID --dir DIR [--cgroup-root R] [--detach]`. Parsed by hand,
+/// `crius monitor --pod-id ID --dir DIR [--cgroup-root R] [--detach]
+/// [--pod-init-pin PIN --pod-init-cgroup CG [--pod-init-join NS]...]`. Parsed by hand,
 /// not by clap: every page of code the monitor touches stays resident in each monitor,
 /// and clap's parser was a large share of an idle monitor's footprint.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,12 +186,15 @@ pub struct MonitorArgs {
     /// Start the real monitor as a new process and exit at once, so the caller reaps
     /// this launcher and the monitor is reparented away from it.
     pub detach: bool,
+    /// Start a pod init holding a PID namespace for the pod's containers.
+    pub pod_init: Option<PodInitOptions>,
 }
 
 impl MonitorArgs {
     /// Parses the arguments after `monitor`.
     pub fn parse<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Result<Self, String> {
         let (mut pod_id, mut dir, mut detach) = (None, None, false);
+        let (mut pin, mut pod_cgroup, mut join) = (None, None, Vec::new());
         let mut cgroup_root = std::path::PathBuf::from("/sys/fs/cgroup");
         let mut it = args.into_iter();
         while let Some(flag) = it.next() {
@@ -196,14 +208,23 @@ impl MonitorArgs {
                 "--pod-id" => pod_id = Some(value.to_string_lossy().into_owned()),
                 "--dir" => dir = Some(value.into()),
                 "--cgroup-root" => cgroup_root = value.into(),
+                "--pod-init-pin" => pin = Some(value.into()),
+                "--pod-init-cgroup" => pod_cgroup = Some(value.to_string_lossy().into_owned()),
+                "--pod-init-join" => join.push(value.into()),
                 _ => return Err(format!("unknown monitor argument {flag:?}")),
             }
         }
+        let pod_init = match (pin, pod_cgroup) {
+            (Some(pin), Some(cgroup)) => Some(PodInitOptions { pin, join, cgroup }),
+            (None, None) if join.is_empty() => None,
+            _ => return Err("--pod-init-pin and --pod-init-cgroup go together".into()),
+        };
         Ok(MonitorArgs {
             pod_id: pod_id.ok_or("--pod-id is required")?,
             dir: dir.ok_or("--dir is required")?,
             cgroup_root,
             detach,
+            pod_init,
         })
     }
 }
@@ -253,5 +274,30 @@ mod args_tests {
         assert!(parse(&["--pod-id", "p"]).is_err());
         assert!(parse(&["--pod-id"]).is_err());
         assert!(parse(&["--pod-id", "p", "--dir", "/d", "--bogus", "x"]).is_err());
+        assert_eq!(a.pod_init, None);
+        let a = parse(&[
+            "--pod-id",
+            "p",
+            "--dir",
+            "/d",
+            "--pod-init-pin",
+            "/d/ns/pid",
+            "--pod-init-join",
+            "/d/ns/net",
+            "--pod-init-cgroup",
+            "c/pod-p",
+            "--pod-init-join",
+            "/d/ns/ipc",
+        ])
+        .unwrap();
+        let init = a.pod_init.expect("pod init");
+        assert_eq!(init.pin, std::path::PathBuf::from("/d/ns/pid"));
+        assert_eq!(init.cgroup, "c/pod-p");
+        assert_eq!(
+            init.join,
+            ["/d/ns/net", "/d/ns/ipc"].map(std::path::PathBuf::from)
+        );
+        assert!(parse(&["--pod-id", "p", "--dir", "/d", "--pod-init-pin", "/x"]).is_err());
+        assert!(parse(&["--pod-id", "p", "--dir", "/d", "--pod-init-join", "/x"]).is_err());
     }
 }

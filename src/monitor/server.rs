@@ -5,13 +5,12 @@
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::stat::{Mode, umask};
 use nix::unistd::Pid;
 use prost::Message;
 
@@ -19,6 +18,7 @@ use super::containers::Containers;
 use super::exec::{ExecRequest, Execs};
 use super::frame::{self, FrameReader, MAX_REQUEST};
 use super::log::Stream;
+use super::podinit::PodInit;
 use super::proto::{self, request::Kind as Req, response::Kind as Resp};
 use super::sys::{self};
 use super::{MonitorArgs, MonitorError, PID_NAME, SOCKET_NAME};
@@ -42,7 +42,11 @@ pub fn serve(args: &MonitorArgs) -> Result<(), MonitorError> {
         ));
     }
     let socket = args.dir.join(SOCKET_NAME);
-    let listener = listen(&socket)?;
+    let listener = sys::listen(&socket)?;
+    // After `listen`, which refuses to run beside a live monitor of the same pod.
+    let pod_init = PodInit::start_if_asked(args).inspect_err(|_| {
+        let _ = std::fs::remove_file(&socket);
+    })?;
     let pid_file = args.dir.join(PID_NAME);
     crate::store::write_atomic(&pid_file, std::process::id().to_string().as_bytes())?;
     eprintln!(
@@ -60,32 +64,13 @@ pub fn serve(args: &MonitorArgs) -> Result<(), MonitorError> {
         next_conn: 0,
         containers: Containers::default(),
         execs: Execs::default(),
+        pod_init,
         shutdown: None,
     };
     monitor.run()
 }
 
 /// Binds the socket with mode 0600, replacing a stale file but never a live monitor.
-fn listen(socket: &Path) -> Result<UnixListener, MonitorError> {
-    if UnixStream::connect(socket).is_ok() {
-        return Err(MonitorError::AlreadyRunning(socket.into()));
-    }
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(MonitorError::io("removing stale socket", socket, e)),
-    }
-    // The umask makes the socket 0600 from the start, with no window for others.
-    let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(socket);
-    umask(old);
-    let listener = bound.map_err(|e| MonitorError::io("binding", socket, e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| MonitorError::io("configuring", socket, e))?;
-    Ok(listener)
-}
-
 struct Conn {
     id: u64,
     stream: UnixStream,
@@ -134,7 +119,7 @@ enum Token {
 }
 
 struct Shutdown {
-    /// Every connection that asked; each gets the final Ok.
+    /// Every connection that asked; each gets the final Ok (none when the pod init died).
     conns: Vec<u64>,
     deadline: Instant,
 }
@@ -149,6 +134,8 @@ struct Monitor {
     next_conn: u64,
     containers: Containers,
     execs: Execs,
+    /// PID 1 of the pod's shared PID namespace, while it runs.
+    pod_init: Option<PodInit>,
     shutdown: Option<Shutdown>,
 }
 
@@ -272,6 +259,15 @@ impl Monitor {
     fn reap(&mut self) {
         sys::drain_signals(&self.signals);
         for exit in sys::reap_all() {
+            if self.pod_init.as_ref().is_some_and(|p| p.pid == exit.pid) {
+                self.pod_init = None;
+                if self.shutdown.is_none() {
+                    // The namespace and every process in it died: the pod is gone.
+                    eprintln!("pod init exited with {}; shutting the pod down", exit.code);
+                    self.begin_shutdown(None);
+                }
+                continue;
+            }
             if self
                 .containers
                 .on_exit(exit.pid, exit.code, &self.cgroup_root)
@@ -375,7 +371,7 @@ impl Monitor {
                 Ok(ok(()))
             }
             Some(Req::Shutdown(_)) => {
-                self.begin_shutdown(conn);
+                self.begin_shutdown(Some(conn));
                 Ok(None)
             }
         };
@@ -425,23 +421,29 @@ impl Monitor {
         self.process_frames(conn);
     }
 
-    fn begin_shutdown(&mut self, conn: u64) {
+    fn begin_shutdown(&mut self, conn: Option<u64>) {
         if let Some(s) = &mut self.shutdown {
-            s.conns.push(conn);
+            s.conns.extend(conn);
             return;
         }
         self.containers.kill_all();
         self.execs.kill_all();
+        if let Some(init) = &self.pod_init {
+            init.kill();
+        }
         self.shutdown = Some(Shutdown {
-            conns: vec![conn],
+            conns: conn.into_iter().collect(),
             deadline: Instant::now() + SHUTDOWN_GRACE,
         });
     }
 
+    /// Everything exited (the pod init last: its exit waits until the monitor has reaped
+    /// the containers of its namespace), or the grace period is over.
     fn shutdown_due(&self) -> bool {
-        self.shutdown
-            .as_ref()
-            .is_some_and(|s| self.containers.all_exited() || Instant::now() >= s.deadline)
+        self.shutdown.as_ref().is_some_and(|s| {
+            (self.containers.all_exited() && self.pod_init.is_none())
+                || Instant::now() >= s.deadline
+        })
     }
 
     /// Destroys the containers, answers the Shutdown request and removes our files.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::{LOG_NAME, MonitorArgs, MonitorClient, MonitorError, SOCKET_NAME};
+use super::{LOG_NAME, MonitorArgs, MonitorClient, MonitorError, PodInitOptions, SOCKET_NAME};
 use crate::error::{Classify, Kind};
 
 /// How long [`spawn`] waits for the new monitor to answer Ping.
@@ -33,6 +33,8 @@ pub struct SpawnOptions {
     pub cgroup_root: PathBuf,
     /// The crius binary (the daemon's `std::env::current_exe()`).
     pub exe: PathBuf,
+    /// A pod-wide PID namespace held by a pod init (`podinit.rs`).
+    pub pod_init: Option<PodInitOptions>,
 }
 
 /// Starts the pod's monitor and returns once it answers on `<dir>/monitor.sock`.
@@ -46,10 +48,16 @@ pub async fn spawn(opts: &SpawnOptions) -> Result<(), MonitorError> {
         .mode(0o640)
         .open(&log_path)
         .map_err(|e| MonitorError::io("opening", &log_path, e))?;
+    let startup = StartupLog {
+        offset: log.metadata().map_or(0, |m| m.len()),
+        path: log_path,
+        prefix: format!("crius monitor {}: ", opts.pod_id),
+    };
     let status = tokio::process::Command::new(&opts.exe)
         .arg("monitor")
         .arg("--detach")
         .args(monitor_args(&opts.pod_id, &opts.dir, &opts.cgroup_root))
+        .args(pod_init_args(opts.pod_init.as_ref()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
@@ -62,7 +70,31 @@ pub async fn spawn(opts: &SpawnOptions) -> Result<(), MonitorError> {
             status,
         });
     }
-    wait_ready(&MonitorClient::new(opts.dir.join(SOCKET_NAME))).await
+    wait_ready(&MonitorClient::new(opts.dir.join(SOCKET_NAME)), &startup).await
+}
+
+/// The part of monitor.log this start writes. A monitor that fails to start prints
+/// `crius monitor <pod id>: <error>` there (`run`) and exits.
+struct StartupLog {
+    path: PathBuf,
+    offset: u64,
+    prefix: String,
+}
+
+impl StartupLog {
+    async fn failure(&self) -> Option<MonitorError> {
+        let text = tokio::fs::read(&self.path).await.ok()?;
+        let new = text.get(usize::try_from(self.offset).ok()?..)?;
+        let line = String::from_utf8_lossy(new)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&self.prefix))
+            .find(|rest| !rest.starts_with("serving "))?
+            .to_string();
+        Some(MonitorError::StartFailed {
+            log: self.path.clone(),
+            message: line,
+        })
+    }
 }
 
 fn monitor_args<'a>(
@@ -80,13 +112,33 @@ fn monitor_args<'a>(
     ]
 }
 
-/// Pings until the monitor answers; "unavailable" is expected while it binds.
-async fn wait_ready(client: &MonitorClient) -> Result<(), MonitorError> {
+fn pod_init_args(opts: Option<&PodInitOptions>) -> Vec<std::ffi::OsString> {
+    let Some(o) = opts else {
+        return Vec::new();
+    };
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--pod-init-pin".into(),
+        o.pin.clone().into(),
+        "--pod-init-cgroup".into(),
+        o.cgroup.clone().into(),
+    ];
+    for ns in &o.join {
+        args.extend(["--pod-init-join".into(), ns.clone().into()]);
+    }
+    args
+}
+
+/// Pings until the monitor answers; "unavailable" is expected while it binds, unless
+/// the monitor has already logged why it could not start.
+async fn wait_ready(client: &MonitorClient, log: &StartupLog) -> Result<(), MonitorError> {
     let start = Instant::now();
     loop {
         match client.ping().await {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == Kind::Unavailable && start.elapsed() < READY_TIMEOUT => {
+                if let Some(failed) = log.failure().await {
+                    return Err(failed);
+                }
                 tokio::time::sleep(READY_POLL).await;
             }
             Err(e) if e.kind() == Kind::Unavailable => {
@@ -111,6 +163,7 @@ pub fn launch(args: &MonitorArgs) -> Result<(), MonitorError> {
         .arg0(argv0)
         .arg("monitor")
         .args(monitor_args(&args.pod_id, &args.dir, &args.cgroup_root))
+        .args(pod_init_args(args.pod_init.as_ref()))
         .spawn()
         .map_err(|e| MonitorError::io("starting monitor", exe, e))?;
     // Dropping the Child neither waits for nor kills it: it is orphaned when we exit.

@@ -1,19 +1,55 @@
-//! Process-wide setup of the monitor and small fd helpers. Only `serve` calls the setup,
-//! never a test running inside the test harness.
+//! Process-wide setup of the monitor, its listening socket and small fd helpers. Only
+//! `serve` calls the setup, never a test running inside the test harness.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::MonitorError;
+
+/// Binds the monitor socket (0600), unless a live monitor already answers on it.
+pub fn listen(socket: &Path) -> Result<UnixListener, MonitorError> {
+    if UnixStream::connect(socket).is_ok() {
+        return Err(MonitorError::AlreadyRunning(socket.into()));
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(MonitorError::io("removing stale socket", socket, e)),
+    }
+    // The umask makes the socket 0600 from the start, with no window for others.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(socket);
+    umask(old);
+    let listener = bound.map_err(|e| MonitorError::io("binding", socket, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| MonitorError::io("configuring", socket, e))?;
+    Ok(listener)
+}
+
+/// Gives the heap's free pages back to the kernel. Reading a bundle's config.json (with
+/// a seccomp profile, about 20 KiB of JSON) and compiling its filter free what they
+/// allocate, but glibc keeps those pages, and in a monitor they would stay private dirty
+/// for its whole life.
+#[allow(unsafe_code)]
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only touches the allocator's own state, under its lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Detaches from the daemon's session, becomes the subreaper of the containers and
 /// drops whatever descriptors the launcher leaked.

@@ -13,7 +13,7 @@ use super::proto::{self, request::Kind as Req, response::Kind as Resp};
 use super::*;
 use crate::error::{Classify, Kind};
 
-fn crius_bin() -> PathBuf {
+pub(super) fn crius_bin() -> PathBuf {
     // The test binary is target/debug/deps/crius-<hash>; the crius binary sits in
     // target/debug.
     let exe = std::env::current_exe().unwrap();
@@ -60,11 +60,20 @@ pub(super) async fn start_monitor() -> Running {
 }
 
 pub(super) async fn start_monitor_in(dir: tempfile::TempDir, cgroup_root: PathBuf) -> Running {
+    start_monitor_with(dir, cgroup_root, None).await
+}
+
+pub(super) async fn start_monitor_with(
+    dir: tempfile::TempDir,
+    cgroup_root: PathBuf,
+    pod_init: Option<PodInitOptions>,
+) -> Running {
     let opts = SpawnOptions {
         pod_id: "test-pod".into(),
         dir: dir.path().join("pod"),
         cgroup_root,
         exe: crius_bin(),
+        pod_init,
     };
     spawn(&opts).await.unwrap();
     let client = MonitorClient::new(opts.dir.join(SOCKET_NAME));

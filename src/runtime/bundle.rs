@@ -50,14 +50,7 @@ impl Bundle {
     /// Logs the spec features this runtime does not enforce yet, so that their absence is
     /// visible rather than silent.
     pub(super) fn warn_unsupported(&self, id: &str) {
-        let linux = self.spec.linux().as_ref();
         let mut missing = Vec::new();
-        if linux.is_some_and(|l| l.seccomp().is_some()) {
-            missing.push("seccomp");
-        }
-        if self.process().apparmor_profile().is_some() {
-            missing.push("apparmor");
-        }
         if self.process().terminal() == Some(true) {
             missing.push("terminal");
         }

@@ -10,8 +10,9 @@ use super::cgroupfs::CgroupView;
 use super::child::exit_now;
 use super::executable::Program;
 use super::namespaces::{self, NamespacePlan};
+use super::seccomp::Filter;
 use super::sync::{Channel, Message};
-use super::{RuntimeError, Stdio, io_err, rlimits, rootfs, stdio, sys_err, user};
+use super::{RuntimeError, Stdio, io_err, lsm, rlimits, rootfs, stdio, sys_err, user};
 
 pub(super) struct InitArgs<'a> {
     pub spec: &'a Spec,
@@ -36,7 +37,7 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
         stdio,
     } = args;
     let start_fd = start.as_raw_fd();
-    let program = match prepare(PrepareArgs {
+    let ready = match prepare(PrepareArgs {
         spec,
         rootfs,
         cgroup,
@@ -59,9 +60,7 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
         // The caller went away without starting us: do not run the program.
         exit_now(1);
     }
-    let err = program.exec();
-    stdio::write_stderr(&format!("crius: exec {:?}: {err}\n", program.path));
-    exit_now(if err == nix::Error::ENOENT { 127 } else { 126 })
+    ready.exec("crius: exec")
 }
 
 struct PrepareArgs<'a, 'b> {
@@ -74,7 +73,7 @@ struct PrepareArgs<'a, 'b> {
     stdio: Stdio,
 }
 
-fn prepare(a: PrepareArgs<'_, '_>) -> Result<Program, RuntimeError> {
+fn prepare(a: PrepareArgs<'_, '_>) -> Result<ReadyToExec, RuntimeError> {
     stdio::install(a.stdio)?;
     // Nothing of the caller's (other containers' pipes, the monitor's sockets) stays
     // open while init waits to be started; this process never returns, so no owner of
@@ -103,18 +102,54 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<Program, RuntimeError> {
     let Some(process) = a.spec.process() else {
         return Err(RuntimeError::Init("spec has no process".into()));
     };
-    prepare_process(process)
+    let seccomp = a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    prepare_process(process, seccomp.map(Filter::compile).transpose()?)
+}
+
+/// What is left once a process is set up: the program, and the seccomp filter when it is
+/// installed at the very end.
+pub(super) struct ReadyToExec {
+    program: Program,
+    late_seccomp: Option<Filter>,
+}
+
+impl ReadyToExec {
+    /// Installs a late filter and execs the program; never returns. `what` starts the
+    /// message written to the process's stderr on failure.
+    pub(super) fn exec(self, what: &str) -> ! {
+        if let Some(Err(e)) = self.late_seccomp.as_ref().map(Filter::install) {
+            stdio::write_stderr(&format!("{what} {:?}: {e}\n", self.program.path));
+            exit_now(126);
+        }
+        let err = self.program.exec();
+        stdio::write_stderr(&format!("{what} {:?}: {err}\n", self.program.path));
+        exit_now(if err == nix::Error::ENOENT { 127 } else { 126 })
+    }
 }
 
 /// The last steps before exec, shared by a container's init and every exec'd process:
-/// limits, oom_score_adj, user and capabilities, cwd, the resolved program, and no fd
-/// beyond stdio surviving the exec.
+/// limits, oom_score_adj, seccomp, user and capabilities, cwd, the resolved program, and
+/// no fd beyond stdio surviving the exec.
+///
+/// The seccomp filter comes compiled, so that a bad profile fails the create. As runc
+/// does, it is installed before the capabilities drop when no_new_privs is off (the
+/// kernel then requires CAP_SYS_ADMIN to install it), else as late as possible: by
+/// [`ReadyToExec::exec`], right before execve, so the fewest syscalls run under it.
 pub(super) fn prepare_process(
     process: &oci_spec::runtime::Process,
-) -> Result<Program, RuntimeError> {
+    seccomp: Option<Filter>,
+) -> Result<ReadyToExec, RuntimeError> {
     rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     if let Some(adj) = process.oom_score_adj() {
         rlimits::set_oom_score_adj(adj)?;
+    }
+    // Before the user change, as runc: the profile takes effect at execve either way.
+    lsm::apply_apparmor(process.apparmor_profile().as_deref())?;
+    let mut late_seccomp = seccomp;
+    if process.no_new_privileges() != Some(true)
+        && let Some(filter) = late_seccomp.take()
+    {
+        filter.install()?;
     }
     user::apply_identity(process)?;
     let cwd = process.cwd();
@@ -122,15 +157,30 @@ pub(super) fn prepare_process(
     let args = process.args().as_deref().unwrap_or_default();
     let program = Program::prepare(args, process.env().as_deref().unwrap_or_default())?;
     stdio::close_on_exec_above_stdio()?;
-    Ok(program)
+    Ok(ReadyToExec {
+        program,
+        late_seccomp,
+    })
 }
 
-/// `net.ipv4.ip_forward` -> /proc/sys/net/ipv4/ip_forward.
+/// `net.ipv4.ip_forward` -> /proc/sys/net/ipv4/ip_forward; a '/' in a dotted key is a
+/// dot in the name (`net.ipv4.conf.eth0/100.rp_filter`: interface `eth0.100`).
 fn write_sysctl(key: &str, value: &str) -> Result<(), RuntimeError> {
-    if key.contains("..") || key.contains('/') {
+    let rel: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    if rel
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(RuntimeError::Init(format!("invalid sysctl key {key:?}")));
     }
-    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let path = Path::new("/proc/sys").join(rel);
     std::fs::write(&path, value).map_err(|e| io_err("write sysctl", &path, e))
 }
 

@@ -14,11 +14,12 @@
 //! Modules: `process` (the fork stages of create/exec), `sync` (the caller<->child
 //! protocol), `init` (the container init's steps), `namespaces`, `rootfs` + `mounts` +
 //! `paths` + `devices` + `cgroupfs` (the filesystem view), `user` + `capabilities` +
-//! `rlimits` (identity and limits), `executable` (argv/env/$PATH), `stdio` (fds),
+//! `rlimits` (identity and limits), `seccomp` (the syscall filter), `executable`
+//! (argv/env/$PATH), `stdio` (fds),
 //! `bundle` (config.json), `cgroups` (v1/v2 managers, shared with the daemon).
 //!
-//! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp,
-//! AppArmor/SELinux labels, terminals (`process.terminal`), hooks, cgroup v2 device
+//! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp
+//! notification agents (`SCMP_ACT_NOTIFY`, rejected), AppArmor/SELinux labels, terminals (`process.terminal`), hooks, cgroup v2 device
 //! rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
 
 pub mod cgroups;
@@ -48,13 +49,24 @@ pub enum RuntimeError {
     Init(String),
     #[error(transparent)]
     Cgroup(#[from] cgroups::CgroupError),
+    /// `linux.seccomp` asks for what the filter cannot express.
+    #[error("invalid seccomp profile: {what}")]
+    SeccompProfile { what: String },
+    /// libseccomp refused part of `linux.seccomp` while compiling it.
+    #[error("invalid seccomp profile: {what}: {source}")]
+    Seccomp {
+        what: String,
+        source: libseccomp::error::SeccompError,
+    },
 }
 
 impl crate::error::Classify for RuntimeError {
     fn kind(&self) -> crate::error::Kind {
         use crate::error::Kind;
         match self {
-            RuntimeError::InvalidSpec { .. } => Kind::InvalidArgument,
+            RuntimeError::InvalidSpec { .. }
+            | RuntimeError::SeccompProfile { .. }
+            | RuntimeError::Seccomp { .. } => Kind::InvalidArgument,
             // A failed init (e.g. executable not found) fails the call, as in other CRI
             // runtimes.
             RuntimeError::Cgroup(e) => e.kind(),
@@ -110,6 +122,7 @@ pub struct ExecOptions<'a> {
 }
 
 pub use capabilities::{NAMES as CAPABILITY_NAMES, bounding_names};
+pub use lsm::{apparmor_enabled, selinux_enabled};
 pub use mounts::supports_recursive_readonly;
 pub use paths::resolve_in_root;
 pub use process::ExecTarget;
@@ -121,12 +134,14 @@ mod child;
 mod devices;
 mod executable;
 mod init;
+mod lsm;
 mod mounts;
 mod namespaces;
 mod paths;
 mod process;
 mod rlimits;
 mod rootfs;
+mod seccomp;
 mod signals;
 mod stdio;
 mod sync;
@@ -145,6 +160,12 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
     process::exec(opts)
 }
 
+/// Whether `linux.seccomp` compiles to a filter (the daemon checks it at CreateContainer,
+/// before the container's init compiles it again).
+pub fn check_seccomp(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), RuntimeError> {
+    seccomp::check(profile)
+}
+
 /// Removes what [`create`] made outside the container's own namespaces (its cgroup),
 /// killing anything still in the cgroup. Idempotent.
 pub fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeError> {
@@ -155,6 +176,12 @@ pub fn destroy(bundle: &Path, cgroup_root: &Path) -> Result<(), RuntimeError> {
 /// [`destroy`], which removes the cgroup and its counters).
 pub fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, RuntimeError> {
     process::oom_killed(bundle, cgroup_root)
+}
+
+/// Ends the processes a container without a PID namespace of its own leaves behind when
+/// its init exits; nothing for one that has its own (the kernel ended them).
+pub fn kill_leftovers(bundle: &Path, cgroup_root: &Path) -> Result<usize, RuntimeError> {
+    process::kill_leftovers(bundle, cgroup_root)
 }
 
 fn start_impl(fd: OwnedFd) -> Result<(), RuntimeError> {

@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, pipe2};
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
@@ -21,6 +21,7 @@ use super::cgroups::{self, CgroupManager};
 use super::child::{exit_now, fork_child};
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
+use super::seccomp::Filter;
 use super::signals;
 use super::stdio::{self, above_stdio};
 use super::sync::{self, Channel, Message};
@@ -176,12 +177,40 @@ pub(super) fn oom_killed(bundle: &Path, cgroup_root: &Path) -> Result<bool, Runt
     }
 }
 
+/// SIGKILLs what is left in the container's cgroup after its init exited, when the
+/// container has no PID namespace of its own (the pod's, a target's, the host's): there
+/// the kernel does not end the others with init, and, as containerd does, a container
+/// whose init is gone must not keep running. Returns how many were signalled.
+pub(super) fn kill_leftovers(bundle: &Path, cgroup_root: &Path) -> Result<usize, RuntimeError> {
+    let bundle = Bundle::load(bundle)?;
+    let namespaces = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref());
+    let own_pid_ns = namespaces.is_some_and(|list| {
+        list.iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+    });
+    let Some(cg) = bundle.cgroup(cgroup_root)?.filter(|_| !own_pid_ns) else {
+        return Ok(0);
+    };
+    let leftovers = cg.processes()?;
+    for pid in &leftovers {
+        let _ = kill(*pid, Signal::SIGKILL);
+    }
+    Ok(leftovers.len())
+}
+
 /// What every exec into one running container needs, read once: the spec's process
 /// (env, cwd, user), init's namespaces, and the cgroup files the exec'd process writes
 /// itself into. Held by the monitor while the container runs; dropping it releases the
 /// namespace and cgroup file descriptors.
 pub struct ExecTarget {
     process: Process,
+    /// `linux.seccomp` compiled once (a few KiB of BPF, smaller than the profile it
+    /// replaces), installed by each exec'd process.
+    seccomp: Option<Filter>,
     joins: Vec<Join>,
     cgroup: Vec<File>,
 }
@@ -198,8 +227,15 @@ impl ExecTarget {
             Some(cg) => cg.open_self_join()?,
             None => Vec::new(),
         };
+        let seccomp = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref());
+        let seccomp = seccomp.map(Filter::compile_apart).transpose()?;
         Ok(ExecTarget {
             process: bundle.process().clone(),
+            seccomp,
             joins: namespaces::of_process(container_pid)?,
             cgroup,
         })
@@ -253,21 +289,17 @@ fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: 
         exit_now(1);
     }
     drop(sync);
-    exec_process(process, stdio)
+    exec_process(process, target.seccomp.as_ref(), stdio)
 }
 
 /// The exec'd process inside the container. Its failures go to its own stderr with exit
 /// code 127, as a shell reports a command it cannot run.
-fn exec_process(process: &Process, stdio: Stdio) -> ! {
+fn exec_process(process: &Process, seccomp: Option<&Filter>, stdio: Stdio) -> ! {
     if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
         exit_now(127);
     }
-    match init::prepare_process(process) {
-        Ok(program) => {
-            let err = program.exec();
-            stdio::write_stderr(&format!("crius exec: {:?}: {err}\n", program.path));
-            exit_now(if err == nix::Error::ENOENT { 127 } else { 126 })
-        }
+    match init::prepare_process(process, seccomp.cloned()) {
+        Ok(ready) => ready.exec("crius exec:"),
         Err(e) => {
             stdio::write_stderr(&format!("crius exec: {e}\n"));
             exit_now(127)

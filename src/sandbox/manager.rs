@@ -32,6 +32,8 @@ use crate::store::registry::{Entry, Exclusive, Held, Registry};
 use crate::task::blocking;
 
 const RECORD_FILE: &str = "pod.json";
+/// The pod init's cgroup under the pod's; container ids (64 hex digits) never clash.
+const POD_INIT_CGROUP: &str = "pod-init";
 
 pub type PodEntry = Entry<PodRecord>;
 
@@ -127,7 +129,6 @@ impl PodManager {
             .config
             .ok_or_else(|| Error::InvalidArgument("pod sandbox config is required".into()))?;
         validate_pod_config(&config)?;
-        check_supported(&config)?;
         if !req.runtime_handler.is_empty() {
             // Only the built-in runtime exists until RuntimeClass handlers are configurable.
             return Err(Error::NotFound {
@@ -207,7 +208,7 @@ impl PodManager {
             Ok::<_, Error>(())
         })
         .await?;
-        self.spawn_monitor(&rec.id).await?;
+        self.spawn_monitor(&rec, set).await?;
         self.pods
             .save(entry, |r| {
                 r.ips = ips;
@@ -217,13 +218,24 @@ impl PodManager {
         Ok(())
     }
 
-    async fn spawn_monitor(&self, id: &str) -> Result<()> {
+    /// The pod's monitor and, for a pod-wide PID namespace, its pod init (which joins
+    /// the pod's other namespaces). The pod init gets a leaf cgroup of its own under the
+    /// pod's: on cgroup v2 a process in the pod cgroup itself would keep the pod's
+    /// controllers from being enabled for its containers ("no internal processes").
+    async fn spawn_monitor(&self, rec: &PodRecord, set: NamespaceSet) -> Result<()> {
         fault::inject("monitor-spawn")?;
+        let ns = self.namespaces(&rec.id);
+        let pod_init = set.pid.then(|| monitor::PodInitOptions {
+            join: ns.created(set),
+            pin: ns.pid.clone(),
+            cgroup: format!("{}/{POD_INIT_CGROUP}", rec.cgroup),
+        });
         let opts = monitor::SpawnOptions {
-            pod_id: id.to_string(),
-            dir: self.run_dir(id),
+            pod_id: rec.id.clone(),
+            dir: self.run_dir(&rec.id),
             cgroup_root: self.settings.cgroup_root.clone(),
             exe: self.settings.exe.clone(),
+            pod_init,
         };
         monitor::spawn(&opts).await?;
         Ok(())
@@ -453,16 +465,6 @@ fn effective_hostname(c: &cri::PodSandboxConfig) -> Result<String> {
         .map(|h| h.to_string_lossy().into_owned())
 }
 
-fn check_supported(c: &cri::PodSandboxConfig) -> Result<()> {
-    if let Some(o) = namespace_options(c)
-        && o.pid == cri::NamespaceMode::Pod as i32
-    {
-        // A shared pod PID namespace needs a pod init process (a later issue).
-        return Err(Error::Unimplemented("a PID namespace shared by the pod"));
-    }
-    Ok(())
-}
-
 /// The CNI attachment of a pod; built the same way for ADD and DEL so portmap can undo
 /// exactly what it did.
 fn attachment(rec: &PodRecord, ns: &PodNamespaces) -> Result<Attachment> {
@@ -476,26 +478,4 @@ fn attachment(rec: &PodRecord, ns: &PodNamespaces) -> Result<Attachment> {
         pod_uid: m.uid,
         port_mappings: PortMapping::from_cri(&rec.config.port_mappings)?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shared_pod_pid_namespace_is_refused_clearly() {
-        let mut c = cri::PodSandboxConfig::default();
-        assert!(check_supported(&c).is_ok());
-        c.linux = Some(cri::LinuxPodSandboxConfig {
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    pid: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        assert!(matches!(check_supported(&c), Err(Error::Unimplemented(_))));
-    }
 }

@@ -9,6 +9,11 @@
 //! A pod with host networking keeps the host's net and uts namespaces
 //! ([`NamespaceSet::from_cri`]); only the others are created and pinned.
 //!
+//! A pod-wide PID namespace (`pid: POD`) cannot be made here: it needs a process to be
+//! its init for as long as the pod lives. The pod's monitor starts that pod init and
+//! mounts its namespace on the `pid` pin (`monitor/podinit.rs`); teardown here unmounts
+//! it with the others.
+//!
 //! `lo` is brought up here (one rtnetlink request) rather than relying on the CNI
 //! `loopback` plugin being configured: kubelet probes and in-pod traffic need it, and a
 //! network config without `loopback` is common. Running `loopback` as well is harmless.
@@ -33,12 +38,27 @@ pub struct PodNamespaces {
     pub net: PathBuf,
     pub ipc: PathBuf,
     pub uts: PathBuf,
+    /// Mounted by the monitor when the pod shares a PID namespace.
+    pub pid: PathBuf,
 }
 
 impl PodNamespaces {
     /// `(namespace name as in /proc/<pid>/ns, pin path)`.
-    pub fn iter(&self) -> [(&'static str, &Path); 3] {
-        [("net", &self.net), ("ipc", &self.ipc), ("uts", &self.uts)]
+    pub fn iter(&self) -> [(&'static str, &Path); 4] {
+        [
+            ("net", &self.net),
+            ("ipc", &self.ipc),
+            ("uts", &self.uts),
+            ("pid", &self.pid),
+        ]
+    }
+
+    /// The pins of `set` that exist once the pod is set up, except the PID one.
+    pub fn created(&self, set: NamespaceSet) -> Vec<PathBuf> {
+        (self.iter().into_iter())
+            .filter(|(name, _)| set.contains(name))
+            .map(|(_, pin)| pin.to_path_buf())
+            .collect()
     }
 }
 
@@ -49,34 +69,43 @@ pub fn namespace_paths(dir: &Path) -> PodNamespaces {
         net: ns.join("net"),
         ipc: ns.join("ipc"),
         uts: ns.join("uts"),
+        pid: ns.join("pid"),
     }
 }
 
-/// Which namespaces a pod gets of its own; for the others its containers use the host's.
+/// Which namespaces a pod gets of its own; for the others its containers use the host's
+/// (net, ipc, uts) or their own (pid).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceSet {
     pub net: bool,
     pub ipc: bool,
     pub uts: bool,
+    /// One PID namespace for the whole pod, held by a pod init.
+    #[serde(default)]
+    pub pid: bool,
 }
 
 impl NamespaceSet {
-    pub const ALL: NamespaceSet = NamespaceSet {
+    /// Kubelet's default: own net, ipc, uts; a PID namespace per container.
+    pub const DEFAULT: NamespaceSet = NamespaceSet {
         net: true,
         ipc: true,
         uts: true,
+        pid: false,
     };
 
-    /// From the pod's CRI namespace options: NODE means the host's. As in containerd, the
-    /// UTS namespace follows the network one (a hostNetwork pod has the node's hostname).
+    /// From the pod's CRI namespace options (validated): NODE means the host's. As in
+    /// containerd, the UTS namespace follows the network one (a hostNetwork pod has the
+    /// node's hostname).
     pub fn from_cri(options: Option<&NamespaceOption>) -> NamespaceSet {
         let own = |mode: i32| mode != NamespaceMode::Node as i32;
         match options {
-            None => NamespaceSet::ALL,
+            None => NamespaceSet::DEFAULT,
             Some(o) => NamespaceSet {
                 net: own(o.network),
                 ipc: own(o.ipc),
                 uts: own(o.network),
+                pid: o.pid == NamespaceMode::Pod as i32,
             },
         }
     }
@@ -104,7 +133,7 @@ impl NamespaceSet {
 /// Fails without touching anything if pins already exist.
 #[cfg(test)]
 pub fn create_namespaces(dir: &Path, hostname: &str) -> Result<PodNamespaces, SandboxError> {
-    create_namespace_set(dir, NamespaceSet::ALL, hostname)
+    create_namespace_set(dir, NamespaceSet::DEFAULT, hostname)
 }
 
 /// [`create_namespaces`] for the namespaces in `set` only; the returned paths of the
@@ -288,7 +317,7 @@ mod tests {
         let _guard = Guard(tmp.path().to_path_buf());
         let ns = create_namespaces(tmp.path(), "crius-test-pod").unwrap();
         assert_eq!(ns, namespace_paths(tmp.path()));
-        for (name, pin) in ns.iter() {
+        for (name, pin) in ns.iter().into_iter().filter(|(n, _)| *n != "pid") {
             let own = fs::metadata(format!("/proc/self/ns/{name}")).unwrap();
             let pinned = fs::metadata(pin).unwrap();
             assert_ne!(own.ino(), pinned.ino(), "{name} is the host's");
@@ -329,7 +358,7 @@ mod tests {
         };
         let set = NamespaceSet::from_cri(Some(&host_net));
         assert_eq!((set.net, set.ipc, set.uts), (false, true, false));
-        assert_eq!(NamespaceSet::from_cri(None), NamespaceSet::ALL);
+        assert_eq!(NamespaceSet::from_cri(None), NamespaceSet::DEFAULT);
         if !is_root() {
             return;
         }
@@ -347,6 +376,7 @@ mod tests {
             net: false,
             ipc: false,
             uts: false,
+            pid: false,
         };
         create_namespace_set(tmp.path(), none, "").unwrap();
         assert!(!tmp.path().join("ns").exists());

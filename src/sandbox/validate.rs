@@ -28,7 +28,11 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), InputError> {
         check_port_mapping(pm)?;
     }
     let ns = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
-    check_user_namespace(ns.and_then(|s| s.namespace_options.as_ref()))?;
+    let options = ns.and_then(|s| s.namespace_options.as_ref());
+    check_user_namespace(options)?;
+    if let Some(o) = options {
+        check_namespace_options(o)?;
+    }
     if let Some(dns) = &c.dns_config {
         for server in &dns.servers {
             server
@@ -62,6 +66,42 @@ pub fn check_user_namespace(ns: Option<&NamespaceOption>) -> Result<(), InputErr
     };
     let shown = mode.map_or(userns.mode.to_string(), |m| m.as_str_name().to_string());
     Err(InputError::invalid("user namespace mode", shown, reason))
+}
+
+/// Every mode of the pod's namespaces but TARGET, which only a container can use (it
+/// names another container); unknown numbers are refused, not read as a default.
+fn check_namespace_options(o: &NamespaceOption) -> Result<(), InputError> {
+    for (field, mode) in [
+        ("network namespace mode", o.network),
+        ("pid namespace mode", o.pid),
+        ("ipc namespace mode", o.ipc),
+    ] {
+        match NamespaceMode::try_from(mode) {
+            Ok(NamespaceMode::Target) => {
+                return Err(InputError::invalid(
+                    field,
+                    "TARGET",
+                    "TARGET is for a container joining another container, not for a pod",
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(InputError::invalid(
+                    field,
+                    mode.to_string(),
+                    "not a namespace mode (POD, CONTAINER, NODE)",
+                ));
+            }
+        }
+    }
+    if !o.target_id.is_empty() {
+        return Err(InputError::invalid(
+            "namespace target_id",
+            &o.target_id,
+            "a pod has no target container",
+        ));
+    }
+    Ok(())
 }
 
 fn check_log_directory(dir: &str) -> Result<(), InputError> {
@@ -163,6 +203,14 @@ mod tests {
         c.metadata.get_or_insert_with(Default::default)
     }
 
+    fn ns(c: &mut PodSandboxConfig) -> &mut NamespaceOption {
+        (c.linux.get_or_insert_with(Default::default))
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options
+            .get_or_insert_with(Default::default)
+    }
+
     #[test]
     fn accepts_valid_configs() {
         check(|_| {}).expect("valid");
@@ -174,6 +222,17 @@ mod tests {
         check(|c| c.hostname = format!("{}.{}", "a".repeat(31), "b".repeat(32)))
             .expect("64-char hostname");
         check(|c| meta(c).name = "n".repeat(253)).expect("253-char name");
+        for mode in [
+            NamespaceMode::Pod,
+            NamespaceMode::Container,
+            NamespaceMode::Node,
+        ] {
+            check(|c| {
+                let o = ns(c);
+                (o.pid, o.ipc, o.network) = (mode as i32, mode as i32, mode as i32);
+            })
+            .expect("pod, container and node modes");
+        }
         check(|c| userns(c, NamespaceMode::Node)).expect("the node's user namespace");
     }
 
@@ -231,6 +290,15 @@ mod tests {
             ("userns pod", |c| userns(c, NamespaceMode::Pod)),
             ("userns container", |c| userns(c, NamespaceMode::Container)),
             ("userns target", |c| userns(c, NamespaceMode::Target)),
+            ("unknown pid mode", |c| ns(c).pid = 7),
+            ("unknown network mode", |c| ns(c).network = -1),
+            ("pod pid TARGET", |c| {
+                ns(c).pid = NamespaceMode::Target as i32
+            }),
+            ("pod ipc TARGET", |c| {
+                ns(c).ipc = NamespaceMode::Target as i32
+            }),
+            ("pod target id", |c| ns(c).target_id = "abc".into()),
         ];
         for (what, mutate) in cases {
             let err = check(*mutate).expect_err(what);

@@ -34,10 +34,12 @@ struct BundleJob {
     bundle: PathBuf,
     data: PathBuf,
     ns: crate::sandbox::namespaces::PodNamespaces,
+    /// `/proc/<init>/ns/pid` of the container a TARGET pid mode names.
+    target_pid: Option<PathBuf>,
     pod_dir: PathBuf,
     /// For each CRI mount, the layers of its image when it is an image volume.
     volume_layers: Vec<Option<VolumeLayers>>,
-    host_capabilities: Arc<oci_spec::runtime::Capabilities>,
+    host: Arc<spec::Host>,
 }
 
 /// Under the bundle: the image volumes' mount points (`container::volumes`).
@@ -60,6 +62,7 @@ impl ContainerManager {
             )));
         }
         validate_container_config(&config, &pod.config)?;
+        let target_pid = self.target_pid_namespace(&pod, &config).await?;
         let image_name = config
             .image
             .as_ref()
@@ -81,7 +84,8 @@ impl ContainerManager {
             .reserve_name(name_key(&pod.id, &record.config), &id)?;
         let entry = self.containers.insert(record.clone()).await?;
         let _op = entry.exclusive().await;
-        let user = match self.setup(&record, pod, image, image_name, volumes).await {
+        let setup = self.setup(&record, pod, image, image_name, volumes, target_pid);
+        let user = match setup.await {
             Ok(user) => user,
             Err(e) => {
                 warn!(container = %id, error = %e, "create container failed; rolling back");
@@ -111,6 +115,7 @@ impl ContainerManager {
         image: Image,
         image_name: String,
         volumes: Vec<Option<Image>>,
+        target_pid: Option<PathBuf>,
     ) -> Result<cri::ContainerUser> {
         let volume_layers = volumes
             .iter()
@@ -122,7 +127,8 @@ impl ContainerManager {
             .collect();
         let job = BundleJob {
             volume_layers,
-            host_capabilities: self.settings.capabilities.clone(),
+            host: self.settings.host.clone(),
+            target_pid,
             lower: self.images.snapshot_dirs(&image),
             bundle: self.bundle(&rec.id),
             data: self.data_dir(&rec.id),
@@ -171,6 +177,51 @@ impl ContainerManager {
                 Ok(Some(image))
             })
             .collect()
+    }
+
+    /// For a container whose pid mode is TARGET: the PID namespace of the running
+    /// container it names, which must belong to the same pod. Like containerd, the
+    /// namespace is named by the target's init pid; the monitor, which reaps that init,
+    /// keeps the pid from being reused while the target's state says running.
+    async fn target_pid_namespace(
+        &self,
+        pod: &PodRecord,
+        config: &cri::ContainerConfig,
+    ) -> Result<Option<PathBuf>> {
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        let Some(opts) = opts.filter(|o| o.pid == cri::NamespaceMode::Target as i32) else {
+            return Ok(None);
+        };
+        if opts.target_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "pid namespace mode TARGET needs a target_id".into(),
+            ));
+        }
+        let target = self.containers.get(&opts.target_id)?;
+        if target.pod_id != pod.id {
+            return Err(Error::InvalidArgument(format!(
+                "pid namespace target {} belongs to another pod sandbox",
+                target.id
+            )));
+        }
+        let state = match self.monitor(&target).state(&target.id).await {
+            Ok(st) => Some(st),
+            Err(e) if e.is_unavailable() || e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        match state {
+            Some(st) if st.status == proto::state::Status::Running as i32 && st.pid > 0 => {
+                Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", st.pid))))
+            }
+            _ => Err(Error::FailedPrecondition(format!(
+                "pid namespace target {} is not running",
+                target.id
+            ))),
+        }
     }
 
     /// Rolls back a container that was never created; returns whether it stays recorded.
@@ -300,6 +351,14 @@ fn all_devices(config: &cri::ContainerConfig) -> Result<Vec<volumes::ResolvedDev
 
 /// Writes `config.json`; returns the user its process runs as.
 fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
+    let sc = job
+        .rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    // First: a missing or malformed profile fails the create before anything is made.
+    let seccomp = spec::seccomp::load(sc).map_err(spec::SpecError::from)?;
     let rootfs_dir = job.bundle.join("rootfs");
     fault::inject("overlay-mount")?;
     rootfs::mount_overlay(&Overlay {
@@ -316,12 +375,6 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
         .as_ref()
         .and_then(|c| c.user().clone())
         .unwrap_or_default();
-    let sc = job
-        .rec
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref());
     let user = resolve_user(&rootfs_dir, &image_user, sc)?;
     let config = &job.rec.config;
     let volumes_dir = job.bundle.join(VOLUMES_DIR);
@@ -340,6 +393,8 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
             net: &job.ns.net,
             ipc: &job.ns.ipc,
             uts: &job.ns.uts,
+            pid: &job.ns.pid,
+            target_pid: job.target_pid.as_deref(),
         },
         cgroups_path: &cgroups_path,
         pod_files: PodFiles {
@@ -350,8 +405,15 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
         user: &user,
         mount_sources: &mount_sources,
         devices: &devices,
-        host_capabilities: &job.host_capabilities,
+        host: &job.host,
+        seccomp: &seccomp,
     })?;
+    let filter = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    if let Some(filter) = filter.filter(|_| seccomp.is_localhost()) {
+        // What the container's init will compile, checked now so that a profile the
+        // kernel's filter language cannot express is the caller's InvalidArgument.
+        crate::runtime::check_seccomp(filter)?;
+    }
     let config_json = job.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec)
         .map_err(|e| Error::io("encoding", &config_json, std::io::Error::other(e)))?;

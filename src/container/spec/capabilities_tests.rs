@@ -64,15 +64,15 @@ fn adds_and_drops_in_containerds_order() {
 #[test]
 fn everything_is_limited_to_the_hosts_bounding_set() {
     let f = with(&["ALL"], &[], &[]);
-    assert_eq!(effective(&f), f.host_capabilities);
+    assert_eq!(effective(&f), f.host.capabilities);
     assert!(!effective(&f).contains(&Capability::SysResource));
     assert!(!effective(&with(&["SYS_RESOURCE"], &[], &[])).contains(&Capability::SysResource));
 
     let mut f = Fixture::new();
     f.security().privileged = true;
     let c = caps(&f.generate().expect("spec"));
-    assert_eq!(c.bounding().as_ref(), Some(&f.host_capabilities));
-    assert_eq!(c.effective().as_ref(), Some(&f.host_capabilities));
+    assert_eq!(c.bounding().as_ref(), Some(&f.host.capabilities));
+    assert_eq!(c.effective().as_ref(), Some(&f.host.capabilities));
 }
 
 #[test]

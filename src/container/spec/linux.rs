@@ -2,17 +2,12 @@
 //! namespaces, capabilities, resources, sysctls, masked paths, device cgroup rules.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use k8s_cri::v1::{
-    ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode,
-    NamespaceOption,
-};
-use oci_spec::runtime::{
-    Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources,
-};
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext};
+use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
+use super::namespaces::{self, NamespaceModes};
 use super::{SpecError, SpecInput};
 use crate::container::volumes::ResolvedDevice;
 
@@ -52,92 +47,22 @@ const ALLOWED_DEVICES: &[(i64, Option<i64>, &str)] = &[
     (10, Some(200), "rwm"), // /dev/net/tun
 ];
 
-/// Which pod namespaces the container shares with the host instead of the pod.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct NamespaceModes {
-    pub host_network: bool,
-    pub host_ipc: bool,
-    pub host_pid: bool,
-}
-
-impl NamespaceModes {
-    /// Network and IPC belong to the pod, so the pod's options decide them (a container
-    /// config that omits them must not claim namespaces the pod never made); PID is the
-    /// container's. No options means the kubelet defaults: pod network and IPC, a PID
-    /// namespace of the container's own.
-    pub fn from_cri(
-        pod: Option<&NamespaceOption>,
-        container: Option<&LinuxContainerSecurityContext>,
-    ) -> Result<Self, SpecError> {
-        let (host_network, host_ipc) = match pod {
-            Some(o) => (
-                shared_mode("network", o.network)?,
-                shared_mode("ipc", o.ipc)?,
-            ),
-            None => (false, false),
-        };
-        let Some(opts) = container.and_then(|s| s.namespace_options.as_ref()) else {
-            return Ok(Self {
-                host_network,
-                host_ipc,
-                host_pid: false,
-            });
-        };
-        let host_pid = match mode("pid", opts.pid)? {
-            NamespaceMode::Container => false,
-            NamespaceMode::Node => true,
-            NamespaceMode::Pod => {
-                return Err(SpecError::unsupported(
-                    "a pod-wide PID namespace (shareProcessNamespace; it needs a pod init process)",
-                ));
-            }
-            NamespaceMode::Target => {
-                return Err(SpecError::unsupported(
-                    "PID namespace mode TARGET (ephemeral containers)",
-                ));
-            }
-        };
-        Ok(Self {
-            host_network,
-            host_ipc,
-            host_pid,
-        })
-    }
-}
-
-fn mode(which: &str, value: i32) -> Result<NamespaceMode, SpecError> {
-    NamespaceMode::try_from(value).map_err(|_| {
-        SpecError::invalid(
-            format!("{which} namespace mode"),
-            value.to_string(),
-            "unknown namespace mode",
-        )
-    })
-}
-
-/// Network and IPC: the pod's namespace (POD, or CONTAINER which kubelet never sends for
-/// them) or the host's (NODE). Returns whether it is the host's.
-fn shared_mode(which: &str, value: i32) -> Result<bool, SpecError> {
-    match mode(which, value)? {
-        NamespaceMode::Pod | NamespaceMode::Container => Ok(false),
-        NamespaceMode::Node => Ok(true),
-        NamespaceMode::Target => Err(SpecError::unsupported(format!(
-            "{which} namespace mode TARGET"
-        ))),
-    }
-}
-
 pub(super) struct LinuxInput<'a> {
     pub spec: &'a SpecInput<'a>,
     pub sc: Option<&'a LinuxContainerSecurityContext>,
     pub modes: NamespaceModes,
     pub rootfs_propagation: Option<String>,
+    /// The process's bounding set, which decides the seccomp rules that apply.
+    pub caps: &'a oci_spec::runtime::Capabilities,
 }
 
 pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
     let privileged = input.sc.is_some_and(|s| s.privileged);
     let mut linux = Linux::default();
-    linux.set_namespaces(Some(namespaces(input)));
+    linux.set_namespaces(Some(namespaces::build(
+        input.modes,
+        &input.spec.namespaces,
+    )?));
     let mut limits = match container_resources(input.spec.config) {
         Some(r) => super::resources::limits(r)?,
         None => LinuxResources::default(),
@@ -160,31 +85,8 @@ pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
     };
     linux.set_masked_paths(Some(masked));
     linux.set_readonly_paths(Some(readonly));
+    linux.set_seccomp(super::seccomp::build(input.spec.seccomp, input.caps)?);
     Ok(linux)
-}
-
-fn namespaces(input: &LinuxInput) -> Vec<LinuxNamespace> {
-    let paths = input.spec.namespaces;
-    let ns = |typ, path: Option<&Path>| {
-        let mut n = LinuxNamespace::default();
-        n.set_typ(typ);
-        n.set_path(path.map(Path::to_path_buf));
-        n
-    };
-    let mut out = Vec::new();
-    if !input.modes.host_pid {
-        out.push(ns(LinuxNamespaceType::Pid, None));
-    }
-    if !input.modes.host_ipc {
-        out.push(ns(LinuxNamespaceType::Ipc, Some(paths.ipc)));
-    }
-    // Like containerd, a host-network container also keeps the host's UTS namespace.
-    if !input.modes.host_network {
-        out.push(ns(LinuxNamespaceType::Uts, Some(paths.uts)));
-        out.push(ns(LinuxNamespaceType::Network, Some(paths.net)));
-    }
-    out.push(ns(LinuxNamespaceType::Mount, None));
-    out
 }
 
 /// kubelet always sends a security context with both lists (the defaults, or empty for
@@ -284,15 +186,34 @@ fn sysctls(input: &LinuxInput) -> Result<HashMap<String, String>, SpecError> {
     let Some(linux) = input.spec.sandbox.linux.as_ref() else {
         return Ok(HashMap::new());
     };
-    for key in linux.sysctls.keys() {
-        check_sysctl(key, input.modes)?;
+    let mut out = HashMap::new();
+    for (key, value) in &linux.sysctls {
+        let key = dotted(key);
+        check_sysctl(&key, input.modes)?;
+        out.insert(key, value.clone());
     }
-    Ok(linux.sysctls.clone().into_iter().collect())
+    Ok(out)
+}
+
+/// The OCI form of a sysctl name: dots between parts. Kubelet accepts '/' as the
+/// separator too; then a dot is part of a name (an interface `eth0.100`) and the two
+/// swap, as kubelet's ConvertSysctlVariableToDotsSeparator does.
+pub(super) fn dotted(key: &str) -> String {
+    match key.find(['.', '/']) {
+        Some(i) if key.as_bytes()[i] == b'/' => key
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => key.to_string(),
+    }
 }
 
 pub(super) fn check_sysctl(key: &str, modes: NamespaceModes) -> Result<(), SpecError> {
-    // Kubelet accepts '/' as a separator too (net/ipv4/ip_forward).
-    let k = key.replace('/', ".");
+    let k = key;
     let ipc = k.starts_with("kernel.shm")
         || k.starts_with("kernel.msg")
         || k == "kernel.sem"

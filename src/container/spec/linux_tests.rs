@@ -3,7 +3,7 @@
 use k8s_cri::v1::{LinuxContainerResources, LinuxPodSandboxConfig, NamespaceMode, NamespaceOption};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use super::tests::{Fixture, NS_IPC, NS_NET, NS_UTS, linux, strings};
+use super::tests::{Fixture, NS_IPC, NS_NET, NS_PID, NS_UTS, linux, strings};
 use super::*;
 use crate::error::{Classify, Kind};
 
@@ -101,15 +101,88 @@ fn namespace_options() {
     }
 
     for opts in [
-        ns_options(Pod, Pod, Pod),
+        // TARGET without a resolved target, TARGET for the network.
         ns_options(Pod, Target, Pod),
         ns_options(Target, Container, Pod),
+        ns_options(Pod, Container, Target),
     ] {
         let mut f = Fixture::new();
-        set_namespace_options(&mut f, Some(opts));
-        let err = f.generate().expect_err("unsupported");
-        assert_eq!(err.kind(), Kind::Unimplemented, "{err}");
+        set_namespace_options(&mut f, Some(opts.clone()));
+        let err = f.generate().expect_err("invalid");
+        assert_eq!(err.kind(), Kind::InvalidArgument, "{opts:?}: {err}");
     }
+}
+
+#[test]
+fn container_options_are_checked_even_where_the_pod_decides() {
+    use NamespaceMode::*;
+    let with_target_id = NamespaceOption {
+        target_id: "c2".into(),
+        ..ns_options(Pod, Container, Pod)
+    };
+    let unknown_pid = NamespaceOption {
+        pid: 9,
+        ..ns_options(Pod, Container, Pod)
+    };
+    for opts in [
+        ns_options(Target, Container, Pod),
+        ns_options(Pod, Container, Target),
+        with_target_id,
+        unknown_pid,
+    ] {
+        let mut f = Fixture::new();
+        set_namespace_options(&mut f, Some(ns_options(Pod, Container, Pod)));
+        f.security().namespace_options = Some(opts.clone());
+        let err = check_namespace_options(&f.config, &f.sandbox).expect_err("invalid");
+        assert_eq!(err.kind(), Kind::InvalidArgument, "{opts:?}: {err}");
+    }
+}
+
+fn pid_namespace(f: &Fixture) -> Result<Option<Option<String>>, SpecError> {
+    let spec = f.generate()?;
+    let namespaces = linux(&spec).namespaces().clone().expect("namespaces");
+    Ok(namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Pid)
+        .map(|n| n.path().as_ref().map(|p| p.display().to_string())))
+}
+
+#[test]
+fn pid_namespace_modes() {
+    use NamespaceMode::*;
+    let with = |pod: NamespaceMode, container: Option<NamespaceMode>| {
+        let mut f = Fixture::new();
+        set_namespace_options(&mut f, Some(ns_options(Pod, pod, Pod)));
+        f.security().namespace_options = container.map(|c| ns_options(Pod, c, Pod));
+        f
+    };
+    let pod_ns = Some(Some(NS_PID.to_string()));
+    // The pod's namespace, also when the container sends no options of its own.
+    assert_eq!(pid_namespace(&with(Pod, Some(Pod))).unwrap(), pod_ns);
+    assert_eq!(pid_namespace(&with(Pod, None)).unwrap(), pod_ns);
+    // Its own in a pod that shares one; the host's; the pod's only if the pod has one.
+    assert_eq!(
+        pid_namespace(&with(Pod, Some(Container))).unwrap(),
+        Some(None)
+    );
+    assert_eq!(pid_namespace(&with(Node, None)).unwrap(), None);
+    assert_eq!(pid_namespace(&with(Container, Some(Node))).unwrap(), None);
+    let err = pid_namespace(&with(Container, Some(Pod))).unwrap_err();
+    assert_eq!(err.kind(), Kind::InvalidArgument, "{err}");
+    // TARGET joins the path the container manager resolved.
+    let mut f = with(Container, Some(Target));
+    f.target_pid = Some("/proc/42/ns/pid");
+    let got = pid_namespace(&f).unwrap();
+    assert_eq!(got, Some(Some("/proc/42/ns/pid".to_string())));
+    f.target_pid = None;
+    assert_eq!(pid_namespace(&f).unwrap_err().kind(), Kind::InvalidArgument);
+    // An unknown mode is refused, not read as a default.
+    let mut f = with(Container, None);
+    f.security().namespace_options = Some(NamespaceOption {
+        pid: 9,
+        ..Default::default()
+    });
+    assert_eq!(pid_namespace(&f).unwrap_err().kind(), Kind::InvalidArgument);
 }
 
 #[test]
@@ -177,6 +250,7 @@ fn sysctls_only_namespaced() {
     let cases: &[(&str, Option<NamespaceOption>, bool)] = &[
         ("net.ipv4.ip_forward", None, true),
         ("net/ipv4/ip_forward", None, true),
+        ("net/ipv4/conf/eth0.100/rp_filter", None, true),
         ("kernel.shm_rmid_forced", None, true),
         ("kernel.msgmax", None, true),
         ("kernel.sem", None, true),
@@ -210,7 +284,8 @@ fn sysctls_only_namespaced() {
             Ok(spec) => {
                 assert!(ok, "{key} should be rejected");
                 let sysctl = linux(&spec).sysctl().clone().unwrap_or_default();
-                assert_eq!(sysctl.get(*key).map(String::as_str), Some("1"));
+                let want = super::linux::dotted(key);
+                assert_eq!(sysctl.get(&want).map(String::as_str), Some("1"), "{key}");
             }
             Err(e) => {
                 assert!(!ok, "{key} should be accepted: {e}");
@@ -218,6 +293,19 @@ fn sysctls_only_namespaced() {
             }
         }
     }
+}
+
+#[test]
+fn sysctl_names_take_dots_between_parts() {
+    assert_eq!(
+        super::linux::dotted("net/ipv4/ip_forward"),
+        "net.ipv4.ip_forward"
+    );
+    assert_eq!(
+        super::linux::dotted("net/ipv4/conf/eth0.100/rp_filter"),
+        "net.ipv4.conf.eth0/100.rp_filter"
+    );
+    assert_eq!(super::linux::dotted("kernel.shmmax"), "kernel.shmmax");
 }
 
 #[test]

@@ -18,6 +18,7 @@ const ROOTFS: &str = "/run/crius/c1/rootfs";
 pub(super) const NS_NET: &str = "/run/crius/ns/net-p1";
 pub(super) const NS_IPC: &str = "/run/crius/ns/ipc-p1";
 pub(super) const NS_UTS: &str = "/run/crius/ns/uts-p1";
+pub(super) const NS_PID: &str = "/run/crius/ns/pid-p1";
 const HOSTS: &str = "/run/crius/p1/hosts";
 const RESOLV: &str = "/run/crius/p1/resolv.conf";
 const HOSTNAME: &str = "/run/crius/p1/hostname";
@@ -29,8 +30,11 @@ pub(super) struct Fixture {
     pub(super) user: ResolvedUser,
     pub(super) mount_sources: Vec<std::path::PathBuf>,
     pub(super) devices: Vec<ResolvedDevice>,
-    /// Like this test host's: every capability but SYS_RESOURCE.
-    pub(super) host_capabilities: oci_spec::runtime::Capabilities,
+    /// Like this test host: every capability but SYS_RESOURCE, no AppArmor or SELinux.
+    pub(super) host: super::Host,
+    /// The resolved PID namespace of a TARGET container.
+    pub(super) target_pid: Option<&'static str>,
+    pub(super) seccomp: seccomp::Loaded,
 }
 
 impl Fixture {
@@ -63,12 +67,17 @@ impl Fixture {
             },
             mount_sources: Vec::new(),
             devices: Vec::new(),
-            host_capabilities: super::capabilities::from_names(
-                crate::runtime::CAPABILITY_NAMES
-                    .iter()
-                    .copied()
-                    .filter(|n| *n != "SYS_RESOURCE"),
-            ),
+            host: super::Host {
+                capabilities: super::capabilities::from_names(
+                    crate::runtime::CAPABILITY_NAMES
+                        .iter()
+                        .copied()
+                        .filter(|n| *n != "SYS_RESOURCE"),
+                ),
+                ..Default::default()
+            },
+            target_pid: None,
+            seccomp: seccomp::Loaded::unconfined(),
         }
     }
 
@@ -86,6 +95,8 @@ impl Fixture {
                 net: Path::new(NS_NET),
                 ipc: Path::new(NS_IPC),
                 uts: Path::new(NS_UTS),
+                pid: Path::new(NS_PID),
+                target_pid: self.target_pid.map(Path::new),
             },
             cgroups_path: "crius/pod-p1/c1",
             pod_files: PodFiles {
@@ -96,7 +107,8 @@ impl Fixture {
             user: &self.user,
             mount_sources: &self.mount_sources,
             devices: &self.devices,
-            host_capabilities: &self.host_capabilities,
+            host: &self.host,
+            seccomp: &self.seccomp,
         })
     }
 

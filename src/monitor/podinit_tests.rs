@@ -1,0 +1,143 @@
+//! The pod init through a real monitor: its PID namespace pinned for containers to join,
+//! what a container leaves in it ended with the container's init, and the pod init
+//! ended at Shutdown. Needs root, as CI runs.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, umount2};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::container_tests::{Fixture, wait_exited};
+use super::tests::{gone, start_monitor_with};
+use super::*;
+
+fn ns_inode(path: impl AsRef<Path>) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// Host pids of the processes named `comm` in the PID namespace `inode`.
+fn in_namespace(inode: u64, comm: &str) -> Vec<i32> {
+    let procs = std::fs::read_dir("/proc").unwrap().flatten();
+    procs
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !gone(*pid))
+        .filter(|pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let ns = std::fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino());
+            name.trim() == comm && ns.ok() == Some(inode)
+        })
+        .collect()
+}
+
+/// Points the bundle's PID namespace at `pin` (as spec generation does for pid POD).
+fn join_pid_namespace(create: &proto::CreateContainer, pin: &Path) {
+    let config = PathBuf::from(&create.bundle).join("config.json");
+    let mut spec = Spec::load(&config).unwrap();
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    for ns in namespaces.iter_mut() {
+        if ns.typ() == LinuxNamespaceType::Pid {
+            ns.set_path(Some(pin.to_path_buf()));
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    spec.save(&config).unwrap();
+}
+
+async fn wait_for(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not within 5s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Unmounts the pin and removes the pod init's cgroups, also when the test fails; made
+/// before the monitor so it runs after the monitor's own Drop has shut it down.
+struct Cleanup {
+    pin: PathBuf,
+    parent: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = umount2(&self.pin, MntFlags::MNT_DETACH);
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(hierarchy.path().join(&self.parent).join("pod-init"));
+            let _ = std::fs::remove_dir(hierarchy.path().join(&self.parent));
+        }
+    }
+}
+
+#[tokio::test]
+async fn pod_init_holds_the_namespace_containers_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("pod").join("ns").join("pid");
+    let parent = format!("crius-monitor-test-podinit-{}", std::process::id());
+    let opts = PodInitOptions {
+        pin: pin.clone(),
+        join: Vec::new(),
+        cgroup: format!("{parent}/pod-init"),
+    };
+    let _cleanup = Cleanup {
+        pin: pin.clone(),
+        parent,
+    };
+    let r = start_monitor_with(dir, "/sys/fs/cgroup".into(), Some(opts)).await;
+    let fx = Fixture::new(&r);
+    let inode = ns_inode(&pin);
+    let init = in_namespace(inode, "crius-pod-init");
+    assert_eq!(init.len(), 1, "one pod init in the pinned namespace");
+
+    let create = fx.bundle("c1", &["sh", "-c", "sleep 1000 & exec sleep 1001"]);
+    join_pid_namespace(&create, &pin);
+    r.client.create(create).await.unwrap();
+    r.client.start("c1").await.unwrap();
+    let pid = r.client.state("c1").await.unwrap().pid;
+    assert_eq!(ns_inode(format!("/proc/{pid}/ns/pid")), inode);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_ne!(nspid.split_whitespace().last(), Some("1"), "{nspid}");
+    // Not PID 1, so its background sleep survives it unless the monitor ends it.
+    wait_for(|| in_namespace(inode, "sleep").len() == 2).await;
+    r.client.kill("c1", 9).await.unwrap();
+    wait_exited(&r, "c1").await;
+    assert_eq!(in_namespace(inode, "sleep"), Vec::<i32>::new());
+
+    r.client.shutdown().await.unwrap();
+    assert!(gone(init[0]), "the pod init outlived Shutdown");
+    // Before the tempdir goes: a mounted pin cannot be deleted.
+    umount2(&pin, MntFlags::MNT_DETACH).unwrap();
+    fx.cleanup();
+}
+
+/// A pod init that cannot be set up fails the spawn at once, with the monitor's reason,
+/// instead of after the ready timeout.
+#[tokio::test]
+async fn a_pod_init_that_cannot_start_fails_the_spawn_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SpawnOptions {
+        pod_id: "test-pod".into(),
+        dir: dir.path().join("pod"),
+        cgroup_root: dir.path().join("cgroup"),
+        exe: super::tests::crius_bin(),
+        pod_init: Some(PodInitOptions {
+            pin: dir.path().join("pod/ns/pid"),
+            join: vec![dir.path().join("no-such-namespace")],
+            cgroup: "pod/pod-init".into(),
+        }),
+    };
+    let started = std::time::Instant::now();
+    let err = spawn(&opts).await.unwrap_err();
+    assert!(
+        matches!(&err, MonitorError::StartFailed { message, .. } if message.contains("no-such-namespace")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{err}"
+    );
+    assert!(!opts.dir.join(SOCKET_NAME).exists());
+}
