@@ -30,6 +30,31 @@ pub struct Config {
     pub max_container_log_line_size: u32,
     pub cni: CniConfig,
     pub registry: RegistryConfig,
+    pub streaming: StreamingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// `host:port` of the streaming HTTP server; port 0 picks a free one.
+    pub address: String,
+    /// How long a URL returned by PortForward stays valid (it is also single use).
+    pub token_ttl_seconds: u64,
+    /// A streaming connection that moves no byte for this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// Forwarded connections in flight at once, across all clients.
+    pub max_streams: usize,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1:0".into(),
+            token_ttl_seconds: 60,
+            idle_timeout_seconds: 4 * 3600,
+            max_streams: 128,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +88,7 @@ impl Default for Config {
             max_container_log_line_size: 16 * 1024,
             cni: CniConfig::default(),
             registry: RegistryConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -116,6 +142,17 @@ bin_dirs = ["/opt/cni/bin"]
 # Registry host configuration in containerd's certs.d layout:
 # <config_path>/<host>/hosts.toml with `server` and [host."<url>"] capabilities.
 config_path = "/etc/crius/certs.d"
+
+[streaming]
+# The HTTP server that Exec/Attach/PortForward URLs point at: host:port, port 0 for a
+# free one. Plain HTTP (no TLS): keep it on localhost, where kubelet reaches it.
+address = "127.0.0.1:0"
+# A returned URL works once, and only for this long.
+token_ttl_seconds = 60
+# A streaming connection idle (no byte either way) this long is closed (kubelet's 4h).
+idle_timeout_seconds = 14400
+# Forwarded connections in flight at once; more are refused with an error message.
+max_streams = 128
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +222,16 @@ impl Config {
             return Err(format!(
                 "max_container_log_line_size must be between 64 and {MAX_LOG_LINE} bytes"
             ));
+        }
+        let st = &self.streaming;
+        if st.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "streaming.address must be ip:port, got {:?}",
+                st.address
+            ));
+        }
+        if st.token_ttl_seconds == 0 || st.idle_timeout_seconds == 0 || st.max_streams == 0 {
+            return Err("streaming timeouts and max_streams must be positive".into());
         }
         if self.cgroup_parent.split('/').any(|c| c == "..") {
             return Err("cgroup_parent must not contain '..'".into());
@@ -257,6 +304,17 @@ mod tests {
             Config::load(&p, true),
             Err(ConfigError::Invalid { .. })
         ));
+        for bad in [
+            "address = \"localhost\"",
+            "max_streams = 0",
+            "token_ttl_seconds = 0",
+        ] {
+            std::fs::write(&p, format!("[streaming]\n{bad}")).unwrap();
+            assert!(matches!(
+                Config::load(&p, true),
+                Err(ConfigError::Invalid { .. })
+            ));
+        }
         std::fs::write(&p, "cgroup_parent = \"a/../b\"").unwrap();
         assert!(matches!(
             Config::load(&p, true),

@@ -77,6 +77,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     containers.start_events()?;
     // A pull or removal cut short by a crash can leave unreferenced snapshots and blobs.
     images.prune(&containers.chain_ids_in_use()?);
+    let streaming = Arc::new(crate::streaming::Streaming::start(&cfg.streaming).await?);
     let listener = grpc::bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), "crius ready");
     let services = grpc::Services {
@@ -84,6 +85,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         pods,
         containers,
         images,
+        streaming,
     };
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = grpc::serve(listener, services, {

@@ -14,6 +14,7 @@ mod runtime;
 mod sandbox;
 mod stats;
 mod store;
+mod streaming;
 mod task;
 #[cfg(test)]
 mod testutil;

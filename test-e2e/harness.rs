@@ -52,6 +52,8 @@ pub struct Options {
     pub failing_cni: bool,
     /// `max_container_log_line_size`; `None` leaves the daemon's default.
     pub max_log_line: Option<u32>,
+    /// `streaming.token_ttl_seconds`; `None` leaves the daemon's default.
+    pub token_ttl: Option<u64>,
 }
 
 /// Where one daemon keeps everything.
@@ -341,7 +343,7 @@ fn write_config(paths: &Paths, options: Options) {
         "socket = {}\nroot = {}\nrun_root = {}\ncgroup_parent = {}\n\
          cgroup_root = \"/sys/fs/cgroup\"\nlog_level = {}\n{}\n\
          [cni]\nconf_dir = {}\nbin_dirs = [\"/opt/cni/bin\", \"/usr/lib/cni\", {}]\n\n\
-         [registry]\nconfig_path = {}\n",
+         [registry]\nconfig_path = {}\n{}",
         q(&paths.socket),
         q(&paths.root),
         q(&paths.run_root),
@@ -353,6 +355,9 @@ fn write_config(paths: &Paths, options: Options) {
         q(&paths.cni_conf_dir),
         q(&cni_bin),
         q(&certs),
+        options.token_ttl.map_or(String::new(), |n| format!(
+            "\n[streaming]\ntoken_ttl_seconds = {n}\n"
+        )),
     );
     fs::write(&paths.config, config).expect("writing the test config");
 }

@@ -23,6 +23,7 @@ mod mounts;
 mod network;
 mod pidns;
 mod pods;
+mod portforward;
 mod resources;
 mod restart;
 mod rollback;

@@ -32,6 +32,7 @@ pub struct Services {
     pub pods: Arc<PodManager>,
     pub containers: Arc<ContainerManager>,
     pub images: Arc<ImageStore>,
+    pub streaming: Arc<crate::streaming::Streaming>,
 }
 
 /// Binds the CRI socket (mode 0660), replacing a stale socket file but never a live one
@@ -76,6 +77,7 @@ pub async fn serve(
         services.pods.clone(),
         services.containers.clone(),
         Arc::new(stats),
+        services.streaming.clone(),
     )
     .with_config(&services.config);
     let image = ImageApi::new(services.images.clone(), services.containers.clone());

@@ -13,11 +13,13 @@ use crate::container::manager::ContainerManager;
 use crate::error::Error;
 use crate::sandbox::manager::PodManager;
 use crate::stats::{self, Stats};
+use crate::streaming::{Network, PortForward, Streaming};
 
 pub struct RuntimeApi {
     pods: Arc<PodManager>,
     containers: Arc<ContainerManager>,
     stats: Arc<Stats>,
+    streaming: Arc<Streaming>,
     /// The daemon's config as JSON, for a verbose Status.
     config: String,
 }
@@ -27,11 +29,13 @@ impl RuntimeApi {
         pods: Arc<PodManager>,
         containers: Arc<ContainerManager>,
         stats: Arc<Stats>,
+        streaming: Arc<Streaming>,
     ) -> Self {
         RuntimeApi {
             pods,
             containers,
             stats,
+            streaming,
             config: String::new(),
         }
     }
@@ -256,9 +260,18 @@ impl RuntimeService for RuntimeApi {
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
-        unimplemented("PortForward (streaming)")
+        let id = req.into_inner().pod_sandbox_id;
+        let _span = span!("PortForward", pod = id).entered();
+        let r = self.pods.ready_network(&id).and_then(|(pod_id, netns)| {
+            let network = netns.map_or(Network::Host, Network::Namespace);
+            let url = self
+                .streaming
+                .port_forward_url(PortForward { pod_id, network })?;
+            Ok(cri::PortForwardResponse { url })
+        });
+        reply(r)
     }
 
     async fn container_stats(

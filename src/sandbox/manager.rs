@@ -101,6 +101,20 @@ impl PodManager {
         self.pods.get(wanted)
     }
 
+    /// A Ready pod's id and its network namespace pin (`None`: the host's network), for
+    /// port-forward: NotFound if there is no such pod, FailedPrecondition if not Ready.
+    pub fn ready_network(&self, wanted: &str) -> Result<(String, Option<PathBuf>)> {
+        let rec = self.get(wanted)?;
+        if rec.phase != PodPhase::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod {} is not ready",
+                rec.id
+            )));
+        }
+        let net = rec.own_network().then(|| self.namespaces(&rec.id).net);
+        Ok((rec.id, net))
+    }
+
     /// The listed pods (RunPodSandbox has returned) that `keep` selects, oldest first.
     pub fn select(&self, keep: impl Fn(&PodRecord) -> bool) -> Result<Vec<PodRecord>> {
         let mut out = self

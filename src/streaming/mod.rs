@@ -1,0 +1,123 @@
+//! The CRI streaming server: `PortForward` (and later `Exec`/`Attach`) answer with a
+//! URL on this HTTP server, and kubelet or crictl connect to it. It shares nothing with
+//! `grpc/` but [`Streaming`]: the RPC layer validates the pod, then stores the request
+//! under a single-use token (`tokens`) and returns the URL naming it. `server` accepts
+//! HTTP/1.1 and upgrades a request to SPDY/3.1 (`spdy/`) or WebSocket; `portforward/`
+//! speaks kubelet's port-forward protocol over either and connects inside the pod's
+//! network namespace. No TLS: the server listens on localhost by default, as kubelet
+//! expects of a local runtime.
+
+mod activity;
+mod portforward;
+mod server;
+pub mod spdy;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::config::StreamingConfig;
+use crate::error::{Classify, Kind};
+
+/// Where a pod's ports are: its own network namespace, or the host's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    Host,
+    Namespace(PathBuf),
+}
+
+/// A PortForward request waiting for its client.
+#[derive(Debug, Clone)]
+pub struct PortForward {
+    pub pod_id: String,
+    pub network: Network,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamingError {
+    #[error("binding the streaming server to {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("too many streaming requests wait for their client ({0} at most)")]
+    TooManyRequests(usize),
+    #[error("drawing a random token: {0}")]
+    Random(String),
+    #[error("opening the pod's network namespace {path}: {source}")]
+    Netns {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("joining the pod's network namespace {path}: {source}")]
+    Setns { path: PathBuf, source: nix::Error },
+    #[error("connecting to port {port} on the pod's localhost: {source}")]
+    Connect { port: u16, source: std::io::Error },
+    #[error("the port-forward connect thread: {0}")]
+    Thread(String),
+}
+
+impl Classify for StreamingError {
+    fn kind(&self) -> Kind {
+        match self {
+            StreamingError::TooManyRequests(_) => Kind::ResourceExhausted,
+            StreamingError::Connect { .. } | StreamingError::Netns { .. } => Kind::Unavailable,
+            _ => Kind::Internal,
+        }
+    }
+}
+
+/// What every connection of the server shares.
+struct Shared {
+    tokens: tokens::Tokens<PortForward>,
+    /// Forwarded connections in flight, across all clients.
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+    idle: Duration,
+}
+
+/// The handle the RPC layer holds: it issues URLs; the server runs on its own task.
+pub struct Streaming {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// Requests waiting for their client at once.
+const MAX_WAITING: usize = 1000;
+
+impl Streaming {
+    /// Binds the configured address and serves until the runtime stops.
+    pub async fn start(cfg: &StreamingConfig) -> Result<Streaming, StreamingError> {
+        let listener = tokio::net::TcpListener::bind(&cfg.address)
+            .await
+            .map_err(|source| StreamingError::Bind {
+                addr: cfg.address.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StreamingError::Bind {
+                addr: cfg.address.clone(),
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            tokens: tokens::Tokens::new(Duration::from_secs(cfg.token_ttl_seconds), MAX_WAITING),
+            streams: Arc::new(Semaphore::new(cfg.max_streams)),
+            max_streams: cfg.max_streams,
+            idle: Duration::from_secs(cfg.idle_timeout_seconds),
+        });
+        tokio::spawn(server::run(listener, shared.clone()));
+        tracing::info!(%addr, "serving CRI streaming");
+        Ok(Streaming { addr, shared })
+    }
+
+    /// The URL a client connects to for this port-forward, valid once.
+    pub fn port_forward_url(&self, request: PortForward) -> Result<String, StreamingError> {
+        let token = self.shared.tokens.insert(request)?;
+        Ok(format!("http://{}/portforward/{token}", self.addr))
+    }
+}

@@ -1,0 +1,254 @@
+//! Port-forward over WebSocket, as kubelet serves it: the ports come in `?port=`
+//! (repeatable); port i has channel 2i for data and 2i+1 for errors. Every message
+//! starts with its channel byte (binary), or its channel digit and base64 (the base64
+//! protocol). The server first sends each channel the port, 2 bytes little endian, then
+//! connects to all ports at once; a port that cannot be reached gets the reason on its
+//! error channel. The WebSocket closes once every port's connection has ended.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use http::HeaderMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::{CHUNK, CLOSE_GRACE, Forwarder};
+use crate::streaming::activity::Activity;
+
+/// The subprotocols accepted for port-forward, in order of preference: SPDY tunneled in
+/// WebSocket (`tunnel.rs`), then kubelet's channel forms.
+const PROTOCOLS: [&str; 3] = [
+    super::tunnel::PROTOCOL,
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+];
+/// Channel bytes run to 255: two per port.
+const MAX_PORTS: usize = 128;
+
+/// The ports of `?port=80&port=8080`: at least one, each in 1..=65535.
+pub fn ports(query: &str) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        if k != "port" {
+            continue;
+        }
+        match v.parse::<u16>() {
+            Ok(p) if p > 0 => ports.push(p),
+            _ => return Err(format!("invalid port {v:?}")),
+        }
+    }
+    if ports.is_empty() || ports.len() > MAX_PORTS {
+        return Err(format!(
+            "between 1 and {MAX_PORTS} \"port\" query parameters required"
+        ));
+    }
+    Ok(ports)
+}
+
+/// The first supported protocol the client offers; none if it offers none of them.
+pub fn choose_protocol(h: &HeaderMap) -> Option<&'static str> {
+    let offered: Vec<String> = h
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    PROTOCOLS
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
+}
+
+/// Sends messages on one channel.
+#[derive(Clone)]
+struct Channel {
+    id: u8,
+    base64: bool,
+    out: mpsc::Sender<Message>,
+}
+
+impl Channel {
+    async fn send(&self, data: &[u8]) -> bool {
+        let msg = if self.base64 {
+            let text = base64::engine::general_purpose::STANDARD.encode(data);
+            Message::text(format!("{}{text}", char::from(b'0' + self.id)))
+        } else {
+            let mut b = Vec::with_capacity(data.len() + 1);
+            b.push(self.id);
+            b.extend_from_slice(data);
+            Message::binary(b)
+        };
+        self.out.send(msg).await.is_ok()
+    }
+}
+
+/// A client message as (channel, payload); `None` for one that is not data.
+fn decode(msg: Message, base64: bool) -> Option<(usize, Vec<u8>)> {
+    match msg {
+        Message::Binary(b) if !base64 => {
+            let (ch, rest) = b.split_first()?;
+            Some((usize::from(*ch), rest.to_vec()))
+        }
+        Message::Text(t) if base64 => {
+            let (ch, rest) = t.as_str().split_at_checked(1)?;
+            let ch = ch.as_bytes()[0].checked_sub(b'0')?;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?;
+            Some((usize::from(ch), data))
+        }
+        _ => None,
+    }
+}
+
+pub async fn run<IO>(io: IO, ports: Vec<u16>, base64: bool, fwd: Forwarder)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let (sink, mut source) = ws.split();
+    let (out, out_rx) = mpsc::channel::<Message>(64);
+    let activity = Activity::new(fwd.idle);
+    let fwd = Arc::new(fwd);
+    let mut inputs = Vec::new();
+    let mut tasks = JoinSet::new();
+    for (i, port) in ports.into_iter().enumerate() {
+        let data = Channel {
+            id: (2 * i) as u8,
+            base64,
+            out: out.clone(),
+        };
+        let error = Channel {
+            id: data.id + 1,
+            ..data.clone()
+        };
+        data.send(&port.to_le_bytes()).await;
+        error.send(&port.to_le_bytes()).await;
+        let (tx, rx) = mpsc::channel(16);
+        inputs.push(tx);
+        tasks.spawn(forward(fwd.clone(), port, rx, data, error));
+    }
+    drop(out);
+    let writer = tokio::spawn(write_loop(sink, out_rx, activity.clone()));
+    loop {
+        tokio::select! {
+            msg = source.next() => {
+                activity.touch();
+                match msg {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(m)) => {
+                        let Some((ch, data)) = decode(m, base64) else { continue };
+                        // Data for port i on channel 2i; anything else is ignored.
+                        if let (0, Some(tx)) = (ch % 2, inputs.get(ch / 2)) {
+                            let _ = tx.send(data).await;
+                        }
+                    }
+                }
+            }
+            done = tasks.join_next(), if !tasks.is_empty() => {
+                if done.is_some() && tasks.is_empty() { break }
+            }
+            () = activity.idle() => break,
+        }
+    }
+    drop(inputs);
+    tasks.abort_all();
+    let _ = writer.await;
+}
+
+/// Sends what the ports' tasks queue; a Close once they have all ended.
+async fn write_loop<S>(mut sink: S, mut queued: mpsc::Receiver<Message>, activity: Activity)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    while let Some(m) = queued.recv().await {
+        if sink.send(m).await.is_err() {
+            return;
+        }
+        activity.touch();
+    }
+    let _ = sink.send(Message::Close(None)).await;
+}
+
+async fn forward(
+    fwd: Arc<Forwarder>,
+    port: u16,
+    input: mpsc::Receiver<Vec<u8>>,
+    data: Channel,
+    error: Channel,
+) {
+    match fwd.connect(port).await {
+        Err(msg) => {
+            error.send(msg.as_bytes()).await;
+        }
+        Ok((tcp, _permit)) => pump(tcp, input, &data).await,
+    }
+}
+
+async fn pump(tcp: TcpStream, mut input: mpsc::Receiver<Vec<u8>>, to: &Channel) {
+    let (mut r, mut w) = tcp.into_split();
+    let up = async move {
+        while let Some(d) = input.recv().await {
+            if w.write_all(&d).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; CHUNK];
+        while let Ok(n @ 1..) = r.read(&mut buf).await {
+            if !to.send(&buf[..n]).await {
+                break;
+            }
+        }
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut down => { let _ = tokio::time::timeout(CLOSE_GRACE, up).await; }
+        () = &mut up => down.await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_the_query() {
+        assert_eq!(ports("port=80&port=8080").unwrap(), vec![80, 8080]);
+        assert_eq!(ports("x=1&port=1").unwrap(), vec![1]);
+        for bad in ["", "port=0", "port=65536", "port=http", "x=1"] {
+            assert!(ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn channels_are_decoded_in_either_encoding() {
+        let m = Message::binary(vec![2, b'h', b'i']);
+        assert_eq!(decode(m, false), Some((2, b"hi".to_vec())));
+        assert_eq!(
+            decode(Message::text("2aGk="), true),
+            Some((2, b"hi".to_vec()))
+        );
+        assert_eq!(decode(Message::binary(Vec::new()), false), None);
+        assert_eq!(decode(Message::text("2!!"), true), None, "not base64");
+        assert_eq!(decode(Message::text(""), true), None);
+    }
+
+    #[test]
+    fn the_first_supported_protocol_offered_is_chosen() {
+        let mut h = HeaderMap::new();
+        assert_eq!(choose_protocol(&h), None);
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "x, v4.base64.channel.k8s.io".parse().unwrap(),
+        );
+        assert_eq!(choose_protocol(&h), Some("v4.base64.channel.k8s.io"));
+    }
+}

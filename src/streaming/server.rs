@@ -1,0 +1,169 @@
+//! The HTTP/1.1 side: the accept loop, `/portforward/<token>` routing, and the upgrade
+//! to SPDY/3.1 or WebSocket. Everything after the upgrade belongs to `portforward`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use super::Shared;
+use super::portforward::{self, Forwarder};
+
+/// A client must send its request head within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
+const STREAM_PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+
+pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "streaming accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| route(req, shared.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "streaming connection ended");
+            }
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response<String> {
+    let mut r = Response::new(text.into());
+    *r.status_mut() = status;
+    r
+}
+
+async fn route(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<String>, Infallible> {
+    let Some(token) = req.uri().path().strip_prefix("/portforward/") else {
+        return Ok(plain(StatusCode::NOT_FOUND, "no such streaming endpoint\n"));
+    };
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n"));
+    }
+    let Some(request) = shared.tokens.take(token) else {
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            "unknown or expired streaming token\n",
+        ));
+    };
+    let fwd = Forwarder::new(request, &shared);
+    if is_websocket(req.headers()) {
+        return Ok(websocket(req, fwd));
+    }
+    Ok(spdy(req, fwd))
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(want))
+    })
+}
+
+fn is_websocket(h: &HeaderMap) -> bool {
+    has_token(h, header::CONNECTION, "upgrade") && has_token(h, header::UPGRADE, "websocket")
+}
+
+/// Switches to SPDY/3.1 with the `portforward.k8s.io` stream protocol (kubelet answers
+/// 403 when the client offers no protocol it supports).
+fn spdy(mut req: Request<Incoming>, fwd: Forwarder) -> Response<String> {
+    if !has_token(req.headers(), header::UPGRADE, "SPDY/3.1") {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "expected an upgrade to SPDY/3.1 or websocket\n",
+        );
+    }
+    if !has_token(
+        req.headers(),
+        header::HeaderName::from_static(STREAM_PROTOCOL_HEADER),
+        PORT_FORWARD_PROTOCOL,
+    ) {
+        let msg =
+            format!("no supported stream protocol offered; supported: {PORT_FORWARD_PROTOCOL}\n");
+        return plain(StatusCode::FORBIDDEN, msg);
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => portforward::spdy::run(TokioIo::new(io), fwd).await,
+            Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
+        }
+    });
+    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert(
+        STREAM_PROTOCOL_HEADER,
+        HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
+    );
+    r
+}
+
+/// Switches to WebSocket: SPDY tunneled in it if the client asks for that, else
+/// kubelet's port-forward form with the ports in `?port=`.
+fn websocket(mut req: Request<Incoming>, fwd: Forwarder) -> Response<String> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let protocol = portforward::websocket::choose_protocol(req.headers());
+    let upgrade = hyper::upgrade::on(&mut req);
+    if protocol == Some(portforward::tunnel::PROTOCOL) {
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(io) => portforward::tunnel::run(TokioIo::new(io), fwd).await,
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            }
+        });
+        return switching(accept, protocol);
+    }
+    let ports = match portforward::websocket::ports(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(msg) => return plain(StatusCode::BAD_REQUEST, format!("{msg}\n")),
+    };
+    let base64 = protocol.is_some_and(|p| p.contains("base64"));
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => portforward::websocket::run(TokioIo::new(io), ports, base64, fwd).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    switching(accept, protocol)
+}
+
+/// The 101 answer to a WebSocket upgrade.
+fn switching(accept: String, protocol: Option<&'static str>) -> Response<String> {
+    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    r
+}
