@@ -240,6 +240,10 @@ mod tests {
         let net = format!("--net={}", ns.net.display());
         let lo = nsenter(&[net], &["ip", "-o", "link", "show", "lo"]);
         assert!(lo.contains(",UP"), "lo not up: {lo}");
+        // The pod's user namespace can id-map a mount (ext4 and tmpfs both can on 6.1+).
+        let user_ns = std::fs::File::open(&ns.user).unwrap();
+        crate::runtime::check_idmap(tmp.path(), &user_ns).unwrap();
+        drop(user_ns);
         remove_namespaces(tmp.path()).unwrap();
         assert!(!ns.user.exists() && !tmp.path().join("ns").exists());
     }
