@@ -394,6 +394,7 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
             ipc: &job.ns.ipc,
             uts: &job.ns.uts,
             pid: &job.ns.pid,
+            user: &job.ns.user,
             target_pid: job.target_pid.as_deref(),
         },
         cgroups_path: &cgroups_path,
