@@ -23,6 +23,44 @@ pub fn check_idmap(path: &Path, userns: &File) -> Result<(), RuntimeError> {
     set_idmap(&tree, userns).map_err(|e| io_err("mount_setattr(MOUNT_ATTR_IDMAP)", path, e))
 }
 
+/// Attaches at `target` (an existing dir) a copy of the tree at `source` whose owners
+/// are shown through the user namespace `userns`. Overlayfs takes its own private copy
+/// of each lower layer when it mounts, so the caller may unmount `target` afterwards.
+#[allow(unsafe_code)]
+pub fn mount_idmapped(source: &Path, target: &Path, userns: &File) -> Result<(), RuntimeError> {
+    let tree = open_tree_clone(source)?;
+    set_idmap(&tree, userns).map_err(|e| io_err("mount_setattr(MOUNT_ATTR_IDMAP)", source, e))?;
+    let invalid = || {
+        io_err(
+            "move_mount",
+            target,
+            std::io::ErrorKind::InvalidInput.into(),
+        )
+    };
+    let to = CString::new(target.as_os_str().as_bytes()).map_err(|_| invalid())?;
+    let empty = c"";
+    // SAFETY: an open detached tree with an empty path (MOVE_MOUNT_F_EMPTY_PATH) and a
+    // valid NUL-terminated target path.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(io_err(
+            "move_mount",
+            target,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// A detached copy of the mount at `path` (not recursive), closed on exec.
 #[allow(unsafe_code)]
 fn open_tree_clone(path: &Path) -> Result<OwnedFd, RuntimeError> {
