@@ -72,6 +72,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         images.clone(),
         changes,
     ));
+    log_idmap_support(&cfg.run_root.join("idmap-probe"), &layout.images);
     pods.recover().await?;
     containers.recover().await?;
     containers.start_events()?;
@@ -139,4 +140,43 @@ fn host_capabilities() -> oci_spec::runtime::Capabilities {
         );
     }
     crate::container::spec::capabilities::from_names(held)
+}
+
+/// Logs whether the image store's filesystem takes id-mapped mounts, which pod user
+/// namespaces will need (not announced in Status yet: containers cannot join one).
+fn log_idmap_support(scratch: &Path, images: &Path) {
+    match idmap_probe(scratch, images) {
+        Ok(()) => info!(path = %images.display(), "id-mapped mounts supported"),
+        Err(e) => info!(path = %images.display(), error = %e, "no id-mapped mounts"),
+    }
+}
+
+/// Id-maps a detached clone of `path` through a throwaway user namespace pinned under
+/// `scratch`; removes the pin and `scratch` whatever happens.
+fn idmap_probe(scratch: &Path, path: &Path) -> Result<()> {
+    use crate::sandbox::namespaces::{self, NamespaceSet};
+    use crate::sandbox::userns::{IdMap, UserNsMappings};
+    let none = NamespaceSet {
+        net: false,
+        ipc: false,
+        uts: false,
+        pid: false,
+    };
+    let map = IdMap {
+        container_id: 0,
+        host_id: 1 << 20,
+        length: 65536,
+    };
+    let maps = UserNsMappings { uid: map, gid: map };
+    std::fs::create_dir_all(scratch).map_err(|e| Error::io("creating", scratch, e))?;
+    let result = namespaces::create_namespace_set(scratch, none, "", Some(&maps))
+        .map_err(Error::from)
+        .and_then(|ns| {
+            let user =
+                std::fs::File::open(&ns.user).map_err(|e| Error::io("opening", &ns.user, e))?;
+            Ok(crate::runtime::check_idmap(path, &user)?)
+        });
+    let cleanup = namespaces::remove_namespaces(scratch).map_err(Error::from);
+    let _ = std::fs::remove_dir(scratch);
+    result.and(cleanup)
 }

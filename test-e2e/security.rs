@@ -192,26 +192,52 @@ async fn bad_security_contexts_are_refused() {
         assert!(list_containers(&mut rt).await.is_empty());
         assert!(crate::mounts::container_mounts(&d).is_empty());
     }
-    // Pod user namespaces are not built: refused, never silently run as host root.
-    let mut userns_pod = pod_config(&d, "userns");
-    let linux = userns_pod.linux.get_or_insert_with(Default::default);
-    let sc = linux.security_context.get_or_insert_with(Default::default);
-    sc.namespace_options = Some(NamespaceOption {
-        userns_options: Some(UserNamespace {
-            mode: NamespaceMode::Pod as i32,
+    // Pod user namespaces are not built: refused, never silently run as host root. Bad
+    // mappings and modes are named as such; every refusal leaves nothing behind (the
+    // teardown checks mounts, pins, processes and cgroups).
+    let map = |container_id, host_id, length| IdMapping {
+        host_id,
+        container_id,
+        length,
+    };
+    let one = || vec![map(0, 1000, 100000)];
+    let pod = NamespaceMode::Pod;
+    let cases = [
+        (pod, vec![], one(), "needs one mapping"),
+        (
+            pod,
+            vec![map(0, 1000, 10), map(10, 5000, 10)],
+            one(),
+            "only one mapping",
+        ),
+        (pod, one(), vec![map(1, 1000, 100000)], "container id 0"),
+        (pod, one(), one(), "not implemented"),
+        (NamespaceMode::Container, one(), one(), "POD or NODE"),
+        (NamespaceMode::Target, one(), one(), "POD or NODE"),
+    ];
+    for (mode, uids, gids, says) in cases {
+        let mut userns_pod = pod_config(&d, "userns");
+        let linux = userns_pod.linux.get_or_insert_with(Default::default);
+        let sc = linux.security_context.get_or_insert_with(Default::default);
+        sc.namespace_options = Some(NamespaceOption {
+            userns_options: Some(UserNamespace {
+                mode: mode as i32,
+                uids,
+                gids,
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(userns_pod),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect_err("userns POD refused");
-    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-    assert!(err.message().contains("user namespace"), "{err}");
+        });
+        let err = rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(userns_pod),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect_err("userns refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains(says), "{says}: {err}");
+        assert_eq!(list_pods(&mut rt, None).await.len(), 1);
+    }
     assert_eq!(list_pods(&mut rt, None).await.len(), 1);
     d.teardown().await;
 }

@@ -51,6 +51,8 @@ pub struct NamespacePaths<'a> {
     pub uts: &'a Path,
     /// The pod's shared PID namespace (only mounted for a pod whose pid mode is POD).
     pub pid: &'a Path,
+    /// The pod's user namespace (only pinned for a pod whose user namespace mode is POD).
+    pub user: &'a Path,
     /// The PID namespace of the container named by a TARGET pid mode, resolved by the
     /// caller (`/proc/<its init>/ns/pid`).
     pub target_pid: Option<&'a Path>,

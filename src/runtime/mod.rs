@@ -122,6 +122,7 @@ pub struct ExecOptions<'a> {
 }
 
 pub use capabilities::{NAMES as CAPABILITY_NAMES, bounding_names};
+pub use idmap::{check_idmap, mount_idmapped};
 pub use lsm::{apparmor_enabled, selinux_enabled};
 pub use mounts::supports_recursive_readonly;
 pub use paths::resolve_in_root;
@@ -133,6 +134,7 @@ mod cgroupfs;
 mod child;
 mod devices;
 mod executable;
+mod idmap;
 mod init;
 mod lsm;
 mod mounts;

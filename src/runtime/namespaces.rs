@@ -12,9 +12,11 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 
 use super::{RuntimeError, io_err, sys_err};
 
-/// The order namespaces are joined in: the mount namespace last, since joining it changes
+/// The order namespaces are joined in: the user namespace first, since it owns the others
+/// and gives the capabilities in them; the mount namespace last, since joining it changes
 /// what paths mean (as runc and youki do).
 const JOIN_ORDER: &[(&str, CloneFlags)] = &[
+    ("user", CloneFlags::CLONE_NEWUSER),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
@@ -57,7 +59,8 @@ fn flag(typ: LinuxNamespaceType) -> Option<CloneFlags> {
         T::Ipc => CloneFlags::CLONE_NEWIPC,
         T::Pid => CloneFlags::CLONE_NEWPID,
         T::Network => CloneFlags::CLONE_NEWNET,
-        T::User | T::Time => return None,
+        T::User => CloneFlags::CLONE_NEWUSER,
+        T::Time => return None,
     })
 }
 
@@ -78,6 +81,14 @@ pub(super) fn plan(spec: &[LinuxNamespace], bundle: &Path) -> Result<NamespacePl
         };
         match ns.path() {
             Some(path) => joins.push((kind, path.clone())),
+            // A pod's user namespace is created, mapped and pinned by the daemon; the
+            // runtime only joins one.
+            None if kind == CloneFlags::CLONE_NEWUSER => {
+                return Err(RuntimeError::InvalidSpec {
+                    bundle: bundle.to_path_buf(),
+                    message: "a user namespace can only be joined by path".into(),
+                });
+            }
             None => plan.new |= kind,
         }
     }
@@ -93,18 +104,33 @@ pub(super) fn plan(spec: &[LinuxNamespace], bundle: &Path) -> Result<NamespacePl
     Ok(plan)
 }
 
-/// The namespaces of a running container's init, for exec to join.
+/// The namespaces of a running container's init, for exec to join. Its user namespace
+/// only when it is not the caller's: setns into one's own user namespace is EINVAL.
 pub(super) fn of_process(pid: Pid) -> Result<Vec<Join>, RuntimeError> {
     let mut joins = Vec::new();
     for (name, kind) in JOIN_ORDER {
         let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
         let file = File::open(&path).map_err(|e| io_err("open namespace", &path, e))?;
+        if *kind == CloneFlags::CLONE_NEWUSER && same_as_own(&file, "user")? {
+            continue;
+        }
         joins.push(Join {
             file: file.into(),
             kind: *kind,
         });
     }
     Ok(joins)
+}
+
+/// Whether the namespace `file` is the caller's own namespace of type `name`.
+fn same_as_own(file: &File, name: &str) -> Result<bool, RuntimeError> {
+    use std::os::unix::fs::MetadataExt;
+    let own_path = PathBuf::from(format!("/proc/self/ns/{name}"));
+    let own = std::fs::metadata(&own_path).map_err(|e| io_err("stat namespace", &own_path, e))?;
+    let theirs = file
+        .metadata()
+        .map_err(|e| io_err("stat namespace", &own_path, e))?;
+    Ok((own.dev(), own.ino()) == (theirs.dev(), theirs.ino()))
 }
 
 /// While alive, the calling thread's next children are born in the pid namespace of
@@ -139,12 +165,27 @@ impl Drop for PidNsForChildren {
 pub(super) fn enter(joins: &[Join], new: CloneFlags) -> Result<(), RuntimeError> {
     for j in joins {
         setns(&j.file, j.kind).map_err(sys_err("setns"))?;
+        if j.kind == CloneFlags::CLONE_NEWUSER {
+            become_root_in_userns()?;
+        }
     }
     let new = new - CloneFlags::CLONE_NEWCGROUP;
     if !new.is_empty() {
         unshare(new).map_err(sys_err("unshare"))?;
     }
     Ok(())
+}
+
+/// After joining a user namespace the ids are still the host's root, which is unmapped
+/// there: files created would fail with EOVERFLOW. Become its root (host id = the
+/// mapping's), as runc's nsexec does; capabilities in the namespace are kept, since the
+/// old uid was not that namespace's root.
+fn become_root_in_userns() -> Result<(), RuntimeError> {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    let (root_gid, root_uid) = (Gid::from_raw(0), Uid::from_raw(0));
+    setresgid(root_gid, root_gid, root_gid).map_err(sys_err("setresgid in user namespace"))?;
+    setresuid(root_uid, root_uid, root_uid).map_err(sys_err("setresuid in user namespace"))?;
+    setgroups(&[]).map_err(sys_err("setgroups in user namespace"))
 }
 
 /// In init, once it is in its cgroup.
@@ -184,11 +225,32 @@ mod tests {
     }
 
     #[test]
-    fn user_namespaces_are_rejected() {
+    fn a_new_user_namespace_is_rejected() {
         let spec = [ns(LinuxNamespaceType::User, None)];
         assert!(matches!(
             plan(&spec, Path::new("/b")),
             Err(RuntimeError::InvalidSpec { .. })
         ));
+    }
+
+    /// A user namespace given by path is joined before every other namespace.
+    #[test]
+    fn a_user_namespace_is_joined_first() {
+        let spec = [
+            ns(LinuxNamespaceType::Network, Some("/proc/self/ns/net")),
+            ns(LinuxNamespaceType::User, Some("/proc/self/ns/user")),
+        ];
+        let plan = plan(&spec, Path::new("/b")).unwrap();
+        let kinds: Vec<_> = plan.join.iter().map(|j| j.kind).collect();
+        assert_eq!(kinds, [CloneFlags::CLONE_NEWUSER, CloneFlags::CLONE_NEWNET]);
+        assert_eq!(plan.new, CloneFlags::CLONE_NEWNS);
+    }
+
+    /// exec skips joining a user namespace the caller is already in (EINVAL otherwise).
+    #[test]
+    fn exec_joins_only_a_foreign_user_namespace() {
+        let own = of_process(nix::unistd::getpid()).unwrap();
+        assert!(own.iter().all(|j| j.kind != CloneFlags::CLONE_NEWUSER));
+        assert_eq!(own.len(), JOIN_ORDER.len() - 1);
     }
 }

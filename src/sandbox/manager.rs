@@ -174,6 +174,7 @@ impl PodManager {
     async fn setup(&self, entry: &PodEntry) -> Result<()> {
         let rec = entry.get()?;
         let set = NamespaceSet::from_cri(namespace_options(&rec.config).as_ref());
+        let user = super::userns::pod_mappings(namespace_options(&rec.config).as_ref());
         let hostname = effective_hostname(&rec.config)?;
         let (dir, cgroup_root, cgroup) = (
             self.run_dir(&rec.id),
@@ -184,7 +185,7 @@ impl PodManager {
             let (dir, hostname) = (dir.clone(), hostname.clone());
             move || {
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-                let ns = namespaces::create_namespace_set(&dir, set, &hostname)?;
+                let ns = namespaces::create_namespace_set(&dir, set, &hostname, user.as_ref())?;
                 cgroups::manager(&cgroup_root, &cgroup)?.create()?;
                 fault::inject("pod-cgroup")?;
                 Ok::<_, Error>(ns)

@@ -14,6 +14,7 @@ pub mod network;
 use std::path::PathBuf;
 
 mod record;
+pub mod userns;
 pub mod validate;
 mod view;
 

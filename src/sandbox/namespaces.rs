@@ -31,6 +31,8 @@ use super::SandboxError;
 
 mod loopback;
 use loopback::bring_loopback_up;
+mod owned;
+use super::userns::UserNsMappings;
 
 /// Paths of the pinned namespaces of one pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,12 +42,16 @@ pub struct PodNamespaces {
     pub uts: PathBuf,
     /// Mounted by the monitor when the pod shares a PID namespace.
     pub pid: PathBuf,
+    /// The pod's own user namespace, which owns the others (`owned.rs`), if it has one.
+    #[serde(default)]
+    pub user: PathBuf,
 }
 
 impl PodNamespaces {
     /// `(namespace name as in /proc/<pid>/ns, pin path)`.
-    pub fn iter(&self) -> [(&'static str, &Path); 4] {
+    pub fn iter(&self) -> [(&'static str, &Path); 5] {
         [
+            ("user", &self.user),
             ("net", &self.net),
             ("ipc", &self.ipc),
             ("uts", &self.uts),
@@ -70,6 +76,7 @@ pub fn namespace_paths(dir: &Path) -> PodNamespaces {
         ipc: ns.join("ipc"),
         uts: ns.join("uts"),
         pid: ns.join("pid"),
+        user: ns.join("user"),
     }
 }
 
@@ -133,15 +140,18 @@ impl NamespaceSet {
 /// Fails without touching anything if pins already exist.
 #[cfg(test)]
 pub fn create_namespaces(dir: &Path, hostname: &str) -> Result<PodNamespaces, SandboxError> {
-    create_namespace_set(dir, NamespaceSet::DEFAULT, hostname)
+    create_namespace_set(dir, NamespaceSet::DEFAULT, hostname, None)
 }
 
 /// [`create_namespaces`] for the namespaces in `set` only; the returned paths of the
 /// others do not exist. `hostname` is only used (and validated) with a uts namespace.
+/// With `user`, a user namespace with those mappings is created first and owns the
+/// others (`owned.rs`).
 pub fn create_namespace_set(
     dir: &Path,
     set: NamespaceSet,
     hostname: &str,
+    user: Option<&UserNsMappings>,
 ) -> Result<PodNamespaces, SandboxError> {
     if set.uts {
         crate::validation::check_hostname(hostname)?;
@@ -151,7 +161,7 @@ pub fn create_namespace_set(
         set,
         hostname: hostname.to_owned(),
         pins: (paths.iter().into_iter())
-            .filter(|(name, _)| set.contains(name))
+            .filter(|(name, _)| set.contains(name) || (*name == "user" && user.is_some()))
             .map(|(name, pin)| (name, pin.to_owned()))
             .collect(),
     };
@@ -164,7 +174,11 @@ pub fn create_namespace_set(
             return Err(SandboxError::io("creating namespace pin", pin, err));
         }
     }
-    match create_pins(&job.pins).and_then(|()| unshare_and_pin(job)) {
+    let pinned = match user {
+        None => create_pins(&job.pins).and_then(|()| unshare_and_pin(job)),
+        Some(maps) => create_pins(&job.pins).and_then(|()| pin_owned(&job, maps)),
+    };
+    match pinned {
         Ok(()) => Ok(paths),
         Err(e) => Err(e.with_cleanup(remove_namespaces(dir))),
     }
@@ -210,6 +224,21 @@ fn create_pins(pins: &[(&'static str, PathBuf)]) -> Result<(), SandboxError> {
             .map_err(|e| SandboxError::io("creating namespace pin", pin, e))?;
     }
     Ok(())
+}
+
+/// The owned variant of [`unshare_and_pin`]: a forked helper unshares, `lo` comes up
+/// from a thread that joins the pinned netns.
+fn pin_owned(job: &PinJob, maps: &UserNsMappings) -> Result<(), SandboxError> {
+    owned::unshare_owned_and_pin(&owned::OwnedJob {
+        flags: job.set.clone_flags(),
+        hostname: job.set.uts.then_some(job.hostname.as_str()),
+        maps,
+        pins: &job.pins,
+    })?;
+    match job.pins.iter().find(|(name, _)| *name == "net") {
+        Some((_, net)) => owned::loopback_up_in(net),
+        None => Ok(()),
+    }
 }
 
 fn unshare_and_pin(job: PinJob) -> Result<(), SandboxError> {
@@ -317,7 +346,11 @@ mod tests {
         let _guard = Guard(tmp.path().to_path_buf());
         let ns = create_namespaces(tmp.path(), "crius-test-pod").unwrap();
         assert_eq!(ns, namespace_paths(tmp.path()));
-        for (name, pin) in ns.iter().into_iter().filter(|(n, _)| *n != "pid") {
+        for (name, pin) in ns
+            .iter()
+            .into_iter()
+            .filter(|(n, _)| !["pid", "user"].contains(n))
+        {
             let own = fs::metadata(format!("/proc/self/ns/{name}")).unwrap();
             let pinned = fs::metadata(pin).unwrap();
             assert_ne!(own.ino(), pinned.ino(), "{name} is the host's");
@@ -365,7 +398,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let _guard = Guard(tmp.path().to_path_buf());
         // No uts namespace: the hostname is neither set nor validated.
-        let ns = create_namespace_set(tmp.path(), set, "").unwrap();
+        let ns = create_namespace_set(tmp.path(), set, "", None).unwrap();
         assert!(mounted(&ns.ipc));
         assert!(!ns.net.exists() && !ns.uts.exists());
         let own = fs::metadata("/proc/self/ns/ipc").unwrap().ino();
@@ -378,7 +411,7 @@ mod tests {
             uts: false,
             pid: false,
         };
-        create_namespace_set(tmp.path(), none, "").unwrap();
+        create_namespace_set(tmp.path(), none, "", None).unwrap();
         assert!(!tmp.path().join("ns").exists());
     }
 

@@ -52,7 +52,8 @@ pub fn validate_pod_config(c: &PodSandboxConfig) -> Result<(), InputError> {
 /// Only the node's user namespace: a pod of its own needs id-mapped rootfs and volume
 /// mounts, which are not built yet. Status says `user_namespaces: false`, so kubelet does
 /// not ask; any other client gets an error rather than a pod silently running as host
-/// root. CONTAINER and TARGET are invalid for user namespaces (api.proto).
+/// root. CONTAINER and TARGET are invalid for user namespaces (api.proto). A POD request
+/// has its mappings checked first, so a bad mapping is named as such.
 pub fn check_user_namespace(ns: Option<&NamespaceOption>) -> Result<(), InputError> {
     let Some(userns) = ns.and_then(|n| n.userns_options.as_ref()) else {
         return Ok(());
@@ -60,7 +61,10 @@ pub fn check_user_namespace(ns: Option<&NamespaceOption>) -> Result<(), InputErr
     let mode = NamespaceMode::try_from(userns.mode);
     let reason = match mode {
         Ok(NamespaceMode::Node) => return Ok(()),
-        Ok(NamespaceMode::Pod) => "pod user namespaces are not implemented yet; only NODE",
+        Ok(NamespaceMode::Pod) => {
+            super::userns::check_mappings(userns)?;
+            "pod user namespaces are not implemented yet; only NODE"
+        }
         Ok(_) => "a user namespace is the pod's or the node's: POD or NODE",
         Err(_) => "unknown namespace mode",
     };
@@ -244,6 +248,32 @@ mod tests {
             mode: mode as i32,
             ..Default::default()
         });
+    }
+
+    /// A POD user namespace with good mappings is still refused (not built), and says so.
+    #[test]
+    fn pod_userns_is_refused_after_its_mappings_are_checked() {
+        let map = k8s_cri::v1::IdMapping {
+            host_id: 1000,
+            container_id: 0,
+            length: 100000,
+        };
+        let err = check(|c| {
+            userns(c, NamespaceMode::Pod);
+            let ns = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+            let u = ns
+                .namespace_options
+                .as_mut()
+                .unwrap()
+                .userns_options
+                .as_mut();
+            let u = u.unwrap();
+            (u.uids, u.gids) = (vec![map], vec![map]);
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("not implemented"), "{err}");
+        let err = check(|c| userns(c, NamespaceMode::Pod)).unwrap_err();
+        assert!(err.to_string().contains("needs one mapping"), "{err}");
     }
 
     #[test]

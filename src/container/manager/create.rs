@@ -11,7 +11,16 @@ use super::{
     KILL_GRACE, resolve_log_path,
 };
 use crate::container::record::name_key;
-use crate::container::rootfs::{self, Overlay};
+use crate::container::rootfs::{self, IdMapped, Overlay};
+
+/// Under the bundle: where a pod user namespace's id-mapped layers are attached while
+/// the overlay is mounted (emptied right after).
+const IDMAP_SCRATCH: &str = "idmap";
+
+fn pod_namespace_options(pod: &cri::PodSandboxConfig) -> Option<&cri::NamespaceOption> {
+    let sc = pod.linux.as_ref()?.security_context.as_ref()?;
+    sc.namespace_options.as_ref()
+}
 use crate::container::spec::{self, NamespacePaths, PodFiles, SpecInput};
 use crate::container::user::resolve_user;
 use crate::container::validate::validate_container_config;
@@ -268,6 +277,7 @@ impl ContainerManager {
             // Before anything under the bundle is deleted: never through a mount.
             volumes::release(&bundle.join(VOLUMES_DIR))?;
             rootfs::unmount(&bundle.join("rootfs"))?;
+            rootfs::clear_scratch(&bundle.join(IDMAP_SCRATCH))?;
             match std::fs::remove_dir_all(&bundle) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(Error::io("removing", &bundle, e))
@@ -361,12 +371,20 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
     let seccomp = spec::seccomp::load(sc).map_err(spec::SpecError::from)?;
     let rootfs_dir = job.bundle.join("rootfs");
     fault::inject("overlay-mount")?;
+    let scratch = job.bundle.join(IDMAP_SCRATCH);
+    let maps = crate::sandbox::userns::pod_mappings(pod_namespace_options(&job.pod.config));
     rootfs::mount_overlay(&Overlay {
         lower: &job.lower,
         upper: &job.data.join(super::UPPER_DIR),
         work: &job.data.join("work"),
         empty: &job.data.join("empty"),
         target: &rootfs_dir,
+        idmap: maps.map(|m| IdMapped {
+            userns: &job.ns.user,
+            root_uid: m.uid.host_id,
+            root_gid: m.gid.host_id,
+            scratch: &scratch,
+        }),
     })?;
     let image_user = job
         .image
@@ -394,6 +412,7 @@ fn write_bundle(job: &BundleJob) -> Result<cri::ContainerUser> {
             ipc: &job.ns.ipc,
             uts: &job.ns.uts,
             pid: &job.ns.pid,
+            user: &job.ns.user,
             target_pid: job.target_pid.as_deref(),
         },
         cgroups_path: &cgroups_path,

@@ -56,6 +56,17 @@ pub(super) struct LinuxInput<'a> {
     pub caps: &'a oci_spec::runtime::Capabilities,
 }
 
+fn id_mapping(
+    m: crate::sandbox::userns::IdMap,
+) -> Result<oci_spec::runtime::LinuxIdMapping, SpecError> {
+    oci_spec::runtime::LinuxIdMappingBuilder::default()
+        .container_id(m.container_id)
+        .host_id(m.host_id)
+        .size(m.length)
+        .build()
+        .map_err(|_| SpecError::invalid("user namespace mapping", m.map_line().trim(), "unusable"))
+}
+
 pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
     let privileged = input.sc.is_some_and(|s| s.privileged);
     let mut linux = Linux::default();
@@ -63,6 +74,10 @@ pub(super) fn build(input: &LinuxInput) -> Result<Linux, SpecError> {
         input.modes,
         &input.spec.namespaces,
     )?));
+    if let Some(maps) = input.modes.user {
+        linux.set_uid_mappings(Some(vec![id_mapping(maps.uid)?]));
+        linux.set_gid_mappings(Some(vec![id_mapping(maps.gid)?]));
+    }
     let mut limits = match container_resources(input.spec.config) {
         Some(r) => super::resources::limits(r)?,
         None => LinuxResources::default(),

@@ -3,7 +3,7 @@
 use k8s_cri::v1::{LinuxContainerResources, LinuxPodSandboxConfig, NamespaceMode, NamespaceOption};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use super::tests::{Fixture, NS_IPC, NS_NET, NS_PID, NS_UTS, linux, strings};
+use super::tests::{Fixture, NS_IPC, NS_NET, NS_PID, NS_USER, NS_UTS, linux, strings};
 use super::*;
 use crate::error::{Classify, Kind};
 
@@ -382,4 +382,39 @@ fn pids_limit_from_unified() {
             }
         }
     }
+}
+
+/// A pod with its own user namespace: containers join it first, and the spec carries the
+/// mappings (informational for a joined namespace, as runc reads them).
+#[test]
+fn pod_user_namespace_is_joined_first_with_its_mappings() {
+    let map = k8s_cri::v1::IdMapping {
+        host_id: 1000,
+        container_id: 0,
+        length: 100000,
+    };
+    let mut opts = ns_options(
+        NamespaceMode::Pod,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    );
+    opts.userns_options = Some(k8s_cri::v1::UserNamespace {
+        mode: NamespaceMode::Pod as i32,
+        uids: vec![map],
+        gids: vec![map],
+    });
+    let mut f = Fixture::new();
+    set_namespace_options(&mut f, Some(opts));
+    let spec = f.generate().expect("spec");
+    let first = &linux(&spec).namespaces().as_ref().expect("namespaces")[0];
+    assert_eq!(first.typ(), LinuxNamespaceType::User);
+    assert_eq!(first.path().as_deref(), Some(std::path::Path::new(NS_USER)));
+    for maps in [linux(&spec).uid_mappings(), linux(&spec).gid_mappings()] {
+        let m = &maps.as_ref().expect("mappings")[0];
+        assert_eq!((m.container_id(), m.host_id(), m.size()), (0, 1000, 100000));
+    }
+    let mut f = Fixture::new();
+    set_namespace_options(&mut f, None);
+    let spec = f.generate().expect("spec");
+    assert!(linux(&spec).uid_mappings().is_none());
 }

@@ -7,6 +7,7 @@ use k8s_cri::v1::{LinuxContainerSecurityContext, NamespaceMode, NamespaceOption}
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 
 use super::{NamespacePaths, SpecError};
+use crate::sandbox::userns::{UserNsMappings, pod_mappings};
 
 /// Where the container's processes get their PIDs from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub(super) struct NamespaceModes {
     pub host_network: bool,
     pub host_ipc: bool,
     pub pid: PidMode,
+    /// The pod's own user namespace and its mappings (POD user namespace mode).
+    pub user: Option<UserNsMappings>,
 }
 
 impl NamespaceModes {
@@ -71,6 +74,7 @@ impl NamespaceModes {
             host_network,
             host_ipc,
             pid,
+            user: pod_mappings(pod),
         })
     }
 }
@@ -127,6 +131,9 @@ pub(super) fn build(
         n
     };
     let mut out = Vec::new();
+    if modes.user.is_some() {
+        out.push(ns(LinuxNamespaceType::User, Some(paths.user)));
+    }
     match modes.pid {
         PidMode::Own => out.push(ns(LinuxNamespaceType::Pid, None)),
         PidMode::Pod => out.push(ns(LinuxNamespaceType::Pid, Some(paths.pid))),

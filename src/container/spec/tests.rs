@@ -19,6 +19,7 @@ pub(super) const NS_NET: &str = "/run/crius/ns/net-p1";
 pub(super) const NS_IPC: &str = "/run/crius/ns/ipc-p1";
 pub(super) const NS_UTS: &str = "/run/crius/ns/uts-p1";
 pub(super) const NS_PID: &str = "/run/crius/ns/pid-p1";
+pub(super) const NS_USER: &str = "/run/crius/ns/user-p1";
 const HOSTS: &str = "/run/crius/p1/hosts";
 const RESOLV: &str = "/run/crius/p1/resolv.conf";
 const HOSTNAME: &str = "/run/crius/p1/hostname";
@@ -96,6 +97,7 @@ impl Fixture {
                 ipc: Path::new(NS_IPC),
                 uts: Path::new(NS_UTS),
                 pid: Path::new(NS_PID),
+                user: Path::new(NS_USER),
                 target_pid: self.target_pid.map(Path::new),
             },
             cgroups_path: "crius/pod-p1/c1",
