@@ -1,4 +1,4 @@
-//! The HTTP/1.1 side: the accept loop, `/portforward/<token>` routing, and the upgrade
+//! The HTTP/1.1 side: the accept loop, `/portforward/<token>` and `/exec/<token>` routing, and the upgrade
 //! to SPDY/3.1 or WebSocket. Everything after the upgrade belongs to `portforward`.
 
 use std::convert::Infallible;
@@ -10,13 +10,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::Shared;
 use super::portforward::{self, Forwarder};
+use super::{Exec, Pending, Shared, remotecommand};
 
 /// A client must send its request head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
 const STREAM_PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+const ACCEPTED_PROTOCOLS_HEADER: &str = "x-accepted-stream-protocol-versions";
 
 pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -53,23 +54,62 @@ async fn route(
     req: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<String>, Infallible> {
-    let Some(token) = req.uri().path().strip_prefix("/portforward/") else {
-        return Ok(plain(StatusCode::NOT_FOUND, "no such streaming endpoint\n"));
+    let path = req.uri().path();
+    let (kind, token) = match (
+        path.strip_prefix("/portforward/"),
+        path.strip_prefix("/exec/"),
+    ) {
+        (Some(t), _) => ("portforward", t),
+        (_, Some(t)) => ("exec", t),
+        _ => return Ok(plain(StatusCode::NOT_FOUND, "no such streaming endpoint\n")),
     };
     if req.method() != Method::GET && req.method() != Method::POST {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n"));
     }
-    let Some(request) = shared.tokens.take(token) else {
-        return Ok(plain(
-            StatusCode::NOT_FOUND,
-            "unknown or expired streaming token\n",
-        ));
+    let request = match shared.tokens.take(token) {
+        Some(Pending::PortForward(pf)) if kind == "portforward" => pf,
+        Some(Pending::Exec(exec)) if kind == "exec" => return Ok(exec_unserved(&req, &exec)),
+        _ => {
+            return Ok(plain(
+                StatusCode::NOT_FOUND,
+                "unknown or expired streaming token\n",
+            ));
+        }
     };
     let fwd = Forwarder::new(request, &shared);
     if is_websocket(req.headers()) {
         return Ok(websocket(req, fwd));
     }
     Ok(spdy(req, fwd))
+}
+
+/// Exec's URL is issued, its token checked and its stream protocol negotiated as
+/// kubelet does (403 and the protocols crius speaks when none fits), but the
+/// remotecommand streams are not served yet: the client hears so plainly.
+fn exec_unserved(req: &Request<Incoming>, exec: &Exec) -> Response<String> {
+    let offered = req
+        .headers()
+        .get_all(STREAM_PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    if remotecommand::negotiate(offered).is_none() {
+        let names: Vec<&str> = remotecommand::SPDY_PROTOCOLS.map(|p| p.name()).into();
+        let msg = format!(
+            "no supported stream protocol offered; supported: {}\n",
+            names.join(", ")
+        );
+        let mut r = plain(StatusCode::FORBIDDEN, msg);
+        for name in names {
+            r.headers_mut()
+                .append(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(name));
+        }
+        return r;
+    }
+    tracing::info!(container = %exec.container_id, "exec streaming is not served yet");
+    plain(
+        StatusCode::NOT_IMPLEMENTED,
+        "crius does not serve exec streams yet\n",
+    )
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {

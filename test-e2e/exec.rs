@@ -1,0 +1,103 @@
+//! Exec end to end, as far as it is built: the RPC's checks (absent container, one not
+//! running, an empty command, no stream asked for) and the URL it returns, whose token
+//! works once and negotiates the stream protocol. The remotecommand streams themselves
+//! are not served yet (501).
+
+use k8s_cri::v1::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fixtures::*;
+use crate::harness::{Daemon, preflight};
+
+const V4: &str = "v4.channel.k8s.io";
+
+fn request(id: &str, cmd: &[&str]) -> ExecRequest {
+    ExecRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        stdout: true,
+        ..Default::default()
+    }
+}
+
+/// The HTTP status the streaming server answers a SPDY upgrade of `url` with, the
+/// client offering stream protocol `proto`.
+async fn upgrade_status(url: &str, proto: &str) -> u16 {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+         Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {proto}\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    let status = String::from_utf8_lossy(&head[9..12]).into_owned();
+    status
+        .parse()
+        .unwrap_or_else(|_| panic!("a status line: {head:?}"))
+}
+
+#[tokio::test]
+async fn exec_checks_its_request_and_issues_a_single_use_url() {
+    if !preflight("exec_checks_its_request", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let pod = pod_config(&d, "exec-rpc");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let c = container_config("sleeper", BUSYBOX, &["sleep", "3600"]);
+    let created = create(&mut rt, &pod_id, &pod, &c).await.expect("create");
+
+    let missing = rt.exec(request(&"0".repeat(64), &["true"])).await;
+    assert_eq!(code(&missing), tonic::Code::NotFound);
+    let not_started = rt.exec(request(&created, &["true"])).await;
+    assert_eq!(code(&not_started), tonic::Code::FailedPrecondition);
+    start(&mut rt, &created).await.expect("start");
+    let empty = rt.exec(request(&created, &[])).await;
+    assert_eq!(code(&empty), tonic::Code::InvalidArgument);
+    let mut silent = request(&created, &["true"]);
+    silent.stdout = false;
+    assert_eq!(code(&rt.exec(silent).await), tonic::Code::InvalidArgument);
+
+    let url = rt
+        .exec(request(&created, &["echo", "hi"]))
+        .await
+        .expect("Exec");
+    let url = url.into_inner().url;
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
+        "{url}"
+    );
+    assert_eq!(
+        upgrade_status(&url, V4).await,
+        501,
+        "streams are not served yet"
+    );
+    assert_eq!(upgrade_status(&url, V4).await, 404, "tokens are single use");
+    let url = rt.exec(request(&created, &["true"])).await.expect("Exec");
+    let pf_of_exec = url.into_inner().url.replacen("/exec/", "/portforward/", 1);
+    assert_eq!(
+        upgrade_status(&pf_of_exec, V4).await,
+        404,
+        "an exec token is not a port-forward one"
+    );
+
+    let url = rt.exec(request(&created, &["true"])).await.expect("Exec");
+    let url = url.into_inner().url;
+    let refused = upgrade_status(&url, "portforward.k8s.io").await;
+    assert_eq!(refused, 403, "no remotecommand protocol offered");
+
+    let stop = StopContainerRequest {
+        container_id: created.clone(),
+        timeout: 0,
+    };
+    rt.stop_container(stop).await.expect("StopContainer");
+    let stopped = rt.exec(request(&created, &["true"])).await;
+    assert_eq!(code(&stopped), tonic::Code::FailedPrecondition);
+    d.teardown().await;
+}
