@@ -5,6 +5,7 @@
 
 use k8s_cri::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::fixtures::*;
 use crate::harness::{Daemon, preflight};
@@ -91,6 +92,18 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     let url = url.into_inner().url;
     let refused = upgrade_status(&url, "portforward.k8s.io").await;
     assert_eq!(refused, 403, "no remotecommand protocol offered");
+
+    let url = rt.exec(request(&created, &["true"])).await.expect("Exec");
+    let ws = url.into_inner().url.replacen("http://", "ws://", 1);
+    let mut req = ws.as_str().into_client_request().unwrap();
+    let proto = "v5.channel.k8s.io".parse().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", proto);
+    let host = req.uri().authority().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 501),
+        other => panic!("a WebSocket exec should be refused with 501: {other:?}"),
+    }
 
     let stop = StopContainerRequest {
         container_id: created.clone(),

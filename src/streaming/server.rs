@@ -87,6 +87,17 @@ async fn route(
 /// kubelet does (403 and the protocols crius speaks when none fits), but the
 /// remotecommand streams are not served yet: the client hears so plainly.
 fn exec_unserved(req: &Request<Incoming>, exec: &Exec) -> Response<String> {
+    tracing::info!(container = %exec.container_id, "exec streaming is not served yet");
+    let unserved = || {
+        plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "crius does not serve exec streams yet\n",
+        )
+    };
+    if is_websocket(req.headers()) {
+        // WebSocket offers its protocols in Sec-WebSocket-Protocol instead.
+        return unserved();
+    }
     let offered = req
         .headers()
         .get_all(STREAM_PROTOCOL_HEADER)
@@ -105,11 +116,7 @@ fn exec_unserved(req: &Request<Incoming>, exec: &Exec) -> Response<String> {
         }
         return r;
     }
-    tracing::info!(container = %exec.container_id, "exec streaming is not served yet");
-    plain(
-        StatusCode::NOT_IMPLEMENTED,
-        "crius does not serve exec streams yet\n",
-    )
+    unserved()
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {
