@@ -17,6 +17,10 @@ mod client;
 mod container_tests;
 mod containers;
 mod exec;
+mod exec_client;
+mod exec_stream;
+#[cfg(test)]
+mod exec_stream_tests;
 mod frame;
 mod log;
 mod podinit;
