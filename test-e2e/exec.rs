@@ -1,7 +1,11 @@
-//! Exec end to end, as far as it is built: the RPC's checks (absent container, one not
-//! running, an empty command, no stream asked for) and the URL it returns, whose token
-//! works once and negotiates the stream protocol. The remotecommand streams themselves
-//! are not served yet (501).
+//! Exec end to end: the RPC's checks (absent container, one not running, an empty
+//! command, no stream asked for, a tty) and the URL it returns, whose token works once
+//! and negotiates the stream protocol; then crictl (client-go's SPDY executor) runs
+//! commands: output, exit codes, stdin, and a killed client kills its process.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,11 +78,7 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
         url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
         "{url}"
     );
-    assert_eq!(
-        upgrade_status(&url, V4).await,
-        501,
-        "streams are not served yet"
-    );
+    assert_eq!(upgrade_status(&url, V4).await, 101, "SPDY with v4 accepted");
     assert_eq!(upgrade_status(&url, V4).await, 404, "tokens are single use");
     let url = rt.exec(request(&created, &["true"])).await.expect("Exec");
     let pf_of_exec = url.into_inner().url.replacen("/exec/", "/portforward/", 1);
@@ -105,6 +105,10 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
         other => panic!("a WebSocket exec should be refused with 501: {other:?}"),
     }
 
+    let mut tty = request(&created, &["sh"]);
+    tty.tty = true;
+    assert_eq!(code(&rt.exec(tty).await), tonic::Code::Unimplemented);
+
     let stop = StopContainerRequest {
         container_id: created.clone(),
         timeout: 0,
@@ -112,5 +116,86 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     rt.stop_container(stop).await.expect("StopContainer");
     let stopped = rt.exec(request(&created, &["true"])).await;
     assert_eq!(code(&stopped), tonic::Code::FailedPrecondition);
+    d.teardown().await;
+}
+
+const CRICTL: &str = "/usr/local/bin/crictl";
+
+/// `crictl exec` with `args` and `stdin` on its stdin: (exit code, stdout, stderr).
+fn crictl_exec(d: &Daemon, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(CRICTL)
+        .arg("-r")
+        .arg(format!("unix://{}", d.paths.socket.display()))
+        .arg("exec")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning crictl");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn exec_over_spdy_with_crictl() {
+    if !preflight("exec_over_spdy_with_crictl", true) {
+        return;
+    }
+    if !std::path::Path::new(CRICTL).exists() {
+        eprintln!("skipping exec_over_spdy_with_crictl: {CRICTL} is not installed");
+        return;
+    }
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let pod = pod_config(&d, "exec-crictl");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let c = container_config("sleeper", BUSYBOX, &["sleep", "3600"]);
+    let id = create_and_start(&mut rt, &pod_id, &pod, &c).await;
+
+    let (rc, out, err) = crictl_exec(&d, &[&id, "echo", "hi"], b"");
+    assert_eq!((rc, out.as_str()), (0, "hi\n"), "{err}");
+    let script = "echo out; echo err >&2; exit 3";
+    let (rc, out, err) = crictl_exec(&d, &[&id, "sh", "-c", script], b"");
+    // client-go turned v4's Status back into the code: "command terminated with exit
+    // code 3" (crictl itself exits 1 on any failure).
+    assert_eq!((rc, out.as_str()), (1, "out\n"), "{err}");
+    assert!(
+        err.contains("err\n") && err.contains("exit code 3"),
+        "{err}"
+    );
+    let (rc, out, err) = crictl_exec(&d, &["-i", &id, "cat"], b"data\n");
+    assert_eq!((rc, out.as_str()), (0, "data\n"), "{err}");
+
+    let mut sleeper = Command::new(CRICTL)
+        .arg("-r")
+        .arg(format!("unix://{}", d.paths.socket.display()))
+        .args(["exec", &id, "sleep", "4321"])
+        .spawn()
+        .expect("spawning crictl");
+    let running = |rt: &mut crate::harness::Runtime| {
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move { sh(&mut rt, &id, "ps").await.1.contains("sleep 4321") }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !running(&mut rt).await {
+        assert!(Instant::now() < deadline, "the exec never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&mut rt).await {
+        assert!(Instant::now() < deadline, "the exec outlived its client");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     d.teardown().await;
 }

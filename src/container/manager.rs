@@ -246,8 +246,9 @@ impl ContainerManager {
 
     /// Checks an Exec request: the container exists (else NotFound) and runs (else
     /// FailedPrecondition), the command is not empty, and at least one stream is asked
-    /// for. The process itself starts when the client connects to the streaming URL.
-    pub fn check_exec(&self, req: &cri::ExecRequest) -> Result<()> {
+    /// for; a tty is not supported yet. The process starts when the client connects
+    /// to the streaming URL, through the monitor returned here.
+    pub fn check_exec(&self, req: &cri::ExecRequest) -> Result<MonitorClient> {
         let rec = self.containers.get(&req.container_id)?;
         if rec.phase != ContainerPhase::Started || rec.exit.is_some() {
             return Err(Error::FailedPrecondition(format!(
@@ -265,7 +266,10 @@ impl ContainerManager {
                 "one of stdin, stdout and stderr must be set".into(),
             ));
         }
-        Ok(())
+        if req.tty {
+            return Err(Error::Unimplemented("Exec with a tty"));
+        }
+        Ok(self.monitor(&rec))
     }
 
     /// ReopenContainerLog: the monitor opens the log path again after kubelet renamed

@@ -253,8 +253,9 @@ impl RuntimeService for RuntimeApi {
     async fn exec(&self, req: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
         let req = req.into_inner();
         let _span = span!("Exec", id = req.container_id).entered();
-        let r = self.containers.check_exec(&req).and_then(|()| {
+        let r = self.containers.check_exec(&req).and_then(|monitor| {
             let url = self.streaming.exec_url(Exec {
+                monitor,
                 container_id: req.container_id,
                 cmd: req.cmd,
                 tty: req.tty,

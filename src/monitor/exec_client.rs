@@ -2,9 +2,6 @@
 //! connection per exec, the process's stdio fds received with the start reply, the
 //! exit read from the same connection. Dropping the handle closes the connection, and
 //! the monitor then kills the process.
-//!
-//! Only the tests use it until the streaming server's relay lands.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

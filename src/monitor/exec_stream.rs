@@ -26,13 +26,16 @@ pub fn spawn(target: &ExecTarget, args: &[String], stdin: bool) -> Result<Starte
     if args.is_empty() {
         return Err(MonitorError::InvalidArgument("exec needs a command".into()));
     }
-    let input = if stdin { Some(sys::pipe()?) } else { None };
-    let (out, err) = (sys::pipe()?, sys::pipe()?);
-    // The daemon writes stdin: its end is the pipe's write end, the child reads.
-    let (child_in, our_in) = match input {
-        Some(p) => (Some(OwnedFd::from(p.read)), Some(p.write)),
-        None => (None, None),
+    // The daemon writes stdin and the child reads it: a plain blocking pipe (sys::pipe
+    // makes its read end non-blocking, for the monitor's own reads).
+    let (child_in, our_in) = if stdin {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(MonitorError::sys("pipe2"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
     };
+    let (out, err) = (sys::pipe()?, sys::pipe()?);
     let pid = runtime::exec(ExecOptions {
         target,
         args,

@@ -40,6 +40,7 @@ use crate::error::{Classify, Kind};
 use crate::runtime::RuntimeError;
 
 pub use client::MonitorClient;
+pub use exec_client::StreamingExec;
 pub use podinit::PodInitOptions;
 pub use spawn::{SpawnOptions, spawn};
 

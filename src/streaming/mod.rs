@@ -8,6 +8,7 @@
 //! expects of a local runtime.
 
 mod activity;
+mod exec;
 mod portforward;
 mod remotecommand;
 mod server;
@@ -40,8 +41,10 @@ pub struct PortForward {
 
 /// An Exec request waiting for its client: the RPC layer checked that the container
 /// runs and that the command and the streams asked for make sense.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Exec {
+    /// The monitor of the container's pod, which runs the process.
+    pub monitor: crate::monitor::MonitorClient,
     pub container_id: String,
     pub cmd: Vec<String>,
     pub tty: bool,

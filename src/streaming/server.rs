@@ -68,7 +68,7 @@ async fn route(
     }
     let request = match shared.tokens.take(token) {
         Some(Pending::PortForward(pf)) if kind == "portforward" => pf,
-        Some(Pending::Exec(exec)) if kind == "exec" => return Ok(exec_unserved(&req, &exec)),
+        Some(Pending::Exec(exec)) if kind == "exec" => return Ok(exec_spdy(req, exec, &shared)),
         _ => {
             return Ok(plain(
                 StatusCode::NOT_FOUND,
@@ -83,27 +83,22 @@ async fn route(
     Ok(spdy(req, fwd))
 }
 
-/// Exec's URL is issued, its token checked and its stream protocol negotiated as
-/// kubelet does (403 and the protocols crius speaks when none fits), but the
-/// remotecommand streams are not served yet: the client hears so plainly.
-fn exec_unserved(req: &Request<Incoming>, exec: &Exec) -> Response<String> {
-    tracing::info!(container = %exec.container_id, "exec streaming is not served yet");
-    let unserved = || {
-        plain(
-            StatusCode::NOT_IMPLEMENTED,
-            "crius does not serve exec streams yet\n",
-        )
-    };
+/// Exec over SPDY/3.1, its stream protocol negotiated as kubelet does (403 and the
+/// protocols crius speaks when none fits). WebSocket is not served yet (501).
+fn exec_spdy(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Response<String> {
     if is_websocket(req.headers()) {
         // WebSocket offers its protocols in Sec-WebSocket-Protocol instead.
-        return unserved();
+        return plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "crius serves exec over SPDY/3.1 only, not WebSocket yet\n",
+        );
     }
     let offered = req
         .headers()
         .get_all(STREAM_PROTOCOL_HEADER)
         .iter()
         .filter_map(|v| v.to_str().ok());
-    if remotecommand::negotiate(offered).is_none() {
+    let Some(protocol) = remotecommand::negotiate(offered) else {
         let names: Vec<&str> = remotecommand::SPDY_PROTOCOLS.map(|p| p.name()).into();
         let msg = format!(
             "no supported stream protocol offered; supported: {}\n",
@@ -115,8 +110,27 @@ fn exec_unserved(req: &Request<Incoming>, exec: &Exec) -> Response<String> {
                 .append(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(name));
         }
         return r;
+    };
+    if !has_token(req.headers(), header::UPGRADE, "SPDY/3.1") {
+        return plain(StatusCode::BAD_REQUEST, "expected an upgrade to SPDY/3.1\n");
     }
-    unserved()
+    let upgrade = hyper::upgrade::on(&mut req);
+    let idle = shared.idle;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => super::exec::run(TokioIo::new(io), exec, protocol, idle).await,
+            Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
+        }
+    });
+    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert(
+        STREAM_PROTOCOL_HEADER,
+        HeaderValue::from_static(protocol.name()),
+    );
+    r
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {
