@@ -1,7 +1,8 @@
 //! Exec end to end: the RPC's checks (absent container, one not running, an empty
-//! command, no stream asked for, a tty) and the URL it returns, whose token works once
+//! command, no stream asked for) and the URL it returns, whose token works once
 //! and negotiates the stream protocol; then crictl (client-go's SPDY executor) runs
-//! commands: output, exit codes, stdin, and a killed client kills its process.
+//! commands: output, exit codes, stdin, and a killed client kills its process (tty:
+//! crictl -it needs a terminal of its own; the monitor test and critest cover it).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -107,7 +108,7 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
 
     let mut tty = request(&created, &["sh"]);
     tty.tty = true;
-    assert_eq!(code(&rt.exec(tty).await), tonic::Code::Unimplemented);
+    assert!(rt.exec(tty).await.is_ok(), "a tty exec gets its URL");
 
     let stop = StopContainerRequest {
         container_id: created.clone(),

@@ -246,7 +246,7 @@ impl ContainerManager {
 
     /// Checks an Exec request: the container exists (else NotFound) and runs (else
     /// FailedPrecondition), the command is not empty, and at least one stream is asked
-    /// for; a tty is not supported yet. The process starts when the client connects
+    /// for. The process starts when the client connects
     /// to the streaming URL, through the monitor returned here.
     pub fn check_exec(&self, req: &cri::ExecRequest) -> Result<MonitorClient> {
         let rec = self.containers.get(&req.container_id)?;
@@ -265,9 +265,6 @@ impl ContainerManager {
             return Err(Error::InvalidArgument(
                 "one of stdin, stdout and stderr must be set".into(),
             ));
-        }
-        if req.tty {
-            return Err(Error::Unimplemented("Exec with a tty"));
         }
         Ok(self.monitor(&rec))
     }

@@ -20,9 +20,11 @@ use super::proto::{self, request::Kind as Req, response::Kind as Resp};
 #[derive(Debug)]
 pub struct StreamingExec {
     pub pid: i32,
+    /// For a tty, a duplicate of the pty master (as stdout is).
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// `None` for a tty: the terminal merges it into stdout.
+    pub stderr: Option<OwnedFd>,
     conn: UnixStream,
     socket: std::path::PathBuf,
 }
@@ -31,12 +33,14 @@ pub struct StreamingExec {
 const MAX_FDS: usize = 3;
 
 impl MonitorClient {
-    /// Starts `args` in container `id`, stdin connected if `stdin` is set.
+    /// Starts `args` in container `id`, stdin connected if `stdin` is set, on a pty
+    /// if `tty` is.
     pub async fn exec_stream(
         &self,
         id: &str,
         args: Vec<String>,
         stdin: bool,
+        tty: bool,
     ) -> Result<StreamingExec, MonitorError> {
         let mut conn = self.connect().await?;
         let unavailable = |source| MonitorError::Unavailable {
@@ -48,12 +52,13 @@ impl MonitorClient {
                 id: id.into(),
                 args,
                 stdin,
+                tty,
             })),
         };
         conn.write_all(&frame::encode(&req))
             .await
             .map_err(unavailable)?;
-        let (first, mut fds) = recv_with_fds(&conn).await.map_err(unavailable)?;
+        let (first, fds) = recv_with_fds(&conn).await.map_err(unavailable)?;
         let resp = read_rest(&mut conn, first).await.map_err(unavailable)?;
         let pid = match resp.kind {
             Some(Resp::ExecStarted(s)) => s.pid,
@@ -61,22 +66,10 @@ impl MonitorClient {
             Some(other) => return Err(unexpected("exec_stream", &other)),
             None => return Err(unexpected("exec_stream", &Resp::Ok(proto::Ok {}))),
         };
-        let want = if stdin { 3 } else { 2 };
-        if fds.len() != want {
-            return Err(MonitorError::Internal(format!(
-                "exec start came with {} fds, not {want}",
-                fds.len()
-            )));
-        }
-        let stderr = fds
-            .pop()
-            .ok_or_else(|| MonitorError::Internal("no fds".into()))?;
-        let stdout = fds
-            .pop()
-            .ok_or_else(|| MonitorError::Internal("no fds".into()))?;
+        let (stdin, stdout, stderr) = unpack(fds, stdin, tty)?;
         Ok(StreamingExec {
             pid,
-            stdin: fds.pop(),
+            stdin,
             stdout,
             stderr,
             conn,
@@ -95,6 +88,35 @@ impl StreamingExec {
             None => Err(unexpected("exec_stream wait", &Resp::Ok(proto::Ok {}))),
         }
     }
+}
+
+/// The start reply's fds as (stdin, stdout, stderr): the pipes' ends in order, or for
+/// a tty the pty master as stdout and, duplicated, as stdin.
+type Stdio = (Option<OwnedFd>, OwnedFd, Option<OwnedFd>);
+
+fn unpack(mut fds: Vec<OwnedFd>, stdin: bool, tty: bool) -> Result<Stdio, MonitorError> {
+    let want = match (tty, stdin) {
+        (true, _) => 1,
+        (false, true) => 3,
+        (false, false) => 2,
+    };
+    if fds.len() != want {
+        return Err(MonitorError::Internal(format!(
+            "exec start came with {} fds, not {want}",
+            fds.len()
+        )));
+    }
+    let internal = |e: std::io::Error| MonitorError::Internal(format!("dup of the pty: {e}"));
+    if tty {
+        let master = fds.remove(0);
+        let input = stdin
+            .then(|| master.try_clone().map_err(internal))
+            .transpose()?;
+        return Ok((input, master, None));
+    }
+    let err = fds.pop();
+    let out = fds.remove(fds.len() - 1);
+    Ok((fds.pop(), out, err))
 }
 
 /// The first bytes of the reply and the fds that came with them.

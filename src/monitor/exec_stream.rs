@@ -21,11 +21,44 @@ pub struct Started {
     pub fds: Vec<OwnedFd>,
 }
 
-/// Forks `args` in the container with stdio on fresh pipes.
-pub fn spawn(target: &ExecTarget, args: &[String], stdin: bool) -> Result<Started, MonitorError> {
+/// Forks `args` in the container with stdio on fresh pipes, or on a pty for `tty`.
+pub fn spawn(
+    target: &ExecTarget,
+    args: &[String],
+    stdin: bool,
+    tty: bool,
+) -> Result<Started, MonitorError> {
     if args.is_empty() {
         return Err(MonitorError::InvalidArgument("exec needs a command".into()));
     }
+    let (stdio, fds) = if tty { pty()? } else { pipes(stdin)? };
+    let pid = runtime::exec(ExecOptions {
+        target,
+        args,
+        stdio,
+    })?;
+    Ok(Started { pid, fds })
+}
+
+/// A pty: its slave on the child's 0..2, its (non-blocking) master for the daemon.
+fn pty() -> Result<(runtime::Stdio, Vec<OwnedFd>), MonitorError> {
+    let pty = nix::pty::openpty(None, None).map_err(MonitorError::sys("openpty"))?;
+    sys::set_nonblocking(&pty.master)?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| MonitorError::Internal(format!("dup of the pty slave: {e}")))
+    };
+    let stdio = runtime::Stdio {
+        stdin: Some(dup(&pty.slave)?),
+        stdout: dup(&pty.slave)?,
+        stderr: pty.slave,
+        terminal: true,
+    };
+    Ok((stdio, vec![pty.master]))
+}
+
+/// Pipes: the stdin write end (if asked), the stdout and stderr read ends for the daemon.
+fn pipes(stdin: bool) -> Result<(runtime::Stdio, Vec<OwnedFd>), MonitorError> {
     // The daemon writes stdin and the child reads it: a plain blocking pipe (sys::pipe
     // makes its read end non-blocking, for the monitor's own reads).
     let (child_in, our_in) = if stdin {
@@ -36,19 +69,16 @@ pub fn spawn(target: &ExecTarget, args: &[String], stdin: bool) -> Result<Starte
         (None, None)
     };
     let (out, err) = (sys::pipe()?, sys::pipe()?);
-    let pid = runtime::exec(ExecOptions {
-        target,
-        args,
-        stdio: runtime::Stdio {
-            stdin: child_in,
-            stdout: out.write,
-            stderr: err.write,
-        },
-    })?;
+    let stdio = runtime::Stdio {
+        stdin: child_in,
+        stdout: out.write,
+        stderr: err.write,
+        terminal: false,
+    };
     let mut fds: Vec<OwnedFd> = our_in.into_iter().collect();
     fds.push(OwnedFd::from(out.read));
     fds.push(OwnedFd::from(err.read));
-    Ok(Started { pid, fds })
+    Ok((stdio, fds))
 }
 
 /// Sends `frame` with `fds` attached to its first byte. The connection is fresh and

@@ -427,7 +427,7 @@ impl Monitor {
     /// Starts a streaming exec and hands its stdio to the daemon on `conn`.
     fn exec_stream(&mut self, conn: u64, req: proto::ExecStream) -> Result<(), MonitorError> {
         let target = self.containers.exec_target(&req.id, &self.cgroup_root)?;
-        let started = exec_stream::spawn(target, &req.args, req.stdin)?;
+        let started = exec_stream::spawn(target, &req.args, req.stdin, req.tty)?;
         self.stream_execs.add(started.pid, conn);
         let pid = started.pid.as_raw();
         let frame = frame::encode(&proto::Response {

@@ -4,6 +4,7 @@
 //! goes on the error stream in the negotiated protocol's form. If the client goes away
 //! first, dropping the monitor connection makes the monitor kill the process.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -11,7 +12,7 @@ use tokio::net::unix::pipe;
 
 use super::Exec;
 use super::activity::Activity;
-use super::remotecommand::{Protocol, StreamType};
+use super::remotecommand::{Protocol, ResizeDecoder, Size, StreamType};
 use super::spdy::{self, Options, Stream, StreamReader, StreamWriter};
 
 /// How long the client has to open the streams it announced (kubelet's stream creation
@@ -27,11 +28,15 @@ struct Streams {
     stdin: Option<Stream>,
     stdout: Option<Stream>,
     stderr: Option<Stream>,
+    resize: Option<Stream>,
 }
 
 impl Streams {
-    fn complete(&self, exec: &Exec) -> bool {
+    /// Whether every stream the client opens for `exec` is here: client-go opens a
+    /// resize stream for a tty when the protocol has one, and no stderr.
+    fn complete(&self, exec: &Exec, protocol: Protocol) -> bool {
         self.error.is_some()
+            && (!(exec.tty && protocol.resizes()) || self.resize.is_some())
             && (!exec.stdin || self.stdin.is_some())
             && (!exec.stdout || self.stdout.is_some())
             && (!exec.stderr || exec.tty || self.stderr.is_some())
@@ -45,12 +50,7 @@ impl Streams {
             Some(StreamType::Stdin) => &mut self.stdin,
             Some(StreamType::Stdout) => &mut self.stdout,
             Some(StreamType::Stderr) => &mut self.stderr,
-            // No tty yet, so size changes have nothing to apply to: read and dropped.
-            Some(StreamType::Resize) => {
-                let _ = s.writer.reply().await;
-                tokio::spawn(drain(s.reader));
-                return;
-            }
+            Some(StreamType::Resize) => &mut self.resize,
             None => {
                 s.writer.reset(spdy::frame::PROTOCOL_ERROR).await;
                 return;
@@ -59,10 +59,6 @@ impl Streams {
         let _ = s.writer.reply().await;
         *slot = Some(s);
     }
-}
-
-async fn drain(mut r: StreamReader) {
-    while r.read().await.is_some() {}
 }
 
 /// Serves one exec on an upgraded connection.
@@ -76,7 +72,7 @@ where
     let mut incoming = spdy::serve(io, opts, Activity::new(idle));
     let mut streams = Streams::default();
     let gathered = tokio::time::timeout(STREAMS_TIMEOUT, async {
-        while !streams.complete(&exec) {
+        while !streams.complete(&exec, protocol) {
             streams.add(incoming.recv().await?).await;
         }
         Some(())
@@ -91,7 +87,7 @@ where
     };
     let started = exec
         .monitor
-        .exec_stream(&exec.container_id, exec.cmd.clone(), exec.stdin)
+        .exec_stream(&exec.container_id, exec.cmd.clone(), exec.stdin, exec.tty)
         .await;
     let mut process = match started {
         Ok(p) => p,
@@ -104,10 +100,20 @@ where
     };
     tracing::debug!(container = %exec.container_id, pid = process.pid, "exec started");
     let stdin = process.stdin.take();
-    let relays = relay(&mut streams, stdin, &mut process);
+    if let (true, Some(s)) = (exec.tty, streams.resize.take()) {
+        match process.stdout.try_clone() {
+            Ok(master) => drop(tokio::spawn(resizes(s.reader, master))),
+            Err(e) => tracing::warn!(error = %e, "no terminal resizes"),
+        }
+    }
+    let relays = relay(&mut streams, stdin, &mut process, exec.tty);
     // The client going away ends `incoming`: the process then dies with the monitor
     // connection, dropped with `process`.
-    let gone = async { while incoming.recv().await.is_some() {} };
+    let gone = async {
+        while let Some(extra) = incoming.recv().await {
+            extra.writer.reset(spdy::frame::PROTOCOL_ERROR).await;
+        }
+    };
     tokio::select! {
         code = relays => {
             let message = match code {
@@ -124,27 +130,75 @@ where
 }
 
 /// Copies stdin in and stdout/stderr out until the process's output ends, then waits
-/// for its exit code.
+/// for its exit code. A pty master is no FIFO, and already non-blocking.
 async fn relay(
     streams: &mut Streams,
-    stdin: Option<std::os::fd::OwnedFd>,
+    stdin: Option<OwnedFd>,
     process: &mut crate::monitor::StreamingExec,
+    tty: bool,
 ) -> Result<i32, String> {
     let pipes = |e: std::io::Error| format!("relaying the process's stdio: {e}");
-    let receiver = |fd: &std::os::fd::OwnedFd| {
-        fd.try_clone()
-            .and_then(pipe::Receiver::from_owned_fd)
-            .map_err(pipes)
+    let receiver = |fd: &OwnedFd| {
+        let fd = fd.try_clone()?;
+        match tty {
+            true => pipe::Receiver::from_owned_fd_unchecked(fd),
+            false => pipe::Receiver::from_owned_fd(fd),
+        }
     };
-    let (out, err) = (receiver(&process.stdout)?, receiver(&process.stderr)?);
+    let out = receiver(&process.stdout).map_err(pipes)?;
+    let err = match &process.stderr {
+        Some(fd) => Some(receiver(fd).map_err(pipes)?),
+        None => None,
+    };
     if let (Some(fd), Some(s)) = (stdin, streams.stdin.take()) {
-        let sender = pipe::Sender::from_owned_fd(fd).map_err(pipes)?;
-        tokio::spawn(copy_in(s.reader, sender));
+        let sender = match tty {
+            true => pipe::Sender::from_owned_fd_unchecked(fd),
+            false => pipe::Sender::from_owned_fd(fd),
+        };
+        tokio::spawn(copy_in(s.reader, sender.map_err(pipes)?));
     }
     let to_out = streams.stdout.take().map(|s| s.writer);
     let to_err = streams.stderr.take().map(|s| s.writer);
-    tokio::join!(copy_out(out, to_out), copy_out(err, to_err));
+    let errors = async {
+        if let Some(err) = err {
+            copy_out(err, to_err).await;
+        }
+    };
+    tokio::join!(copy_out(out, to_out), errors);
     process.wait().await.map_err(|e| e.to_string())
+}
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// Applies the client's terminal sizes to the pty; a malformed stream ends them.
+async fn resizes(mut from: StreamReader, master: OwnedFd) {
+    let mut decoder = ResizeDecoder::default();
+    while let Some(data) = from.read().await {
+        let sizes = match decoder.feed(&data) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "resize stream ended");
+                return;
+            }
+        };
+        for size in sizes {
+            set_size(&master, size);
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn set_size(master: &OwnedFd, size: Size) {
+    let ws = libc::winsize {
+        ws_row: size.height,
+        ws_col: size.width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
+    if let Err(e) = unsafe { tiocswinsz(master.as_raw_fd(), &ws) } {
+        tracing::debug!(error = %e, "TIOCSWINSZ");
+    }
 }
 
 async fn copy_in(mut from: StreamReader, mut to: pipe::Sender) {

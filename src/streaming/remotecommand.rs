@@ -4,8 +4,8 @@
 //! channel-byte framing. Written from kubelet's `pkg/kubelet/cri/streaming/remotecommand`
 //! and client-go's `tools/remotecommand`.
 //!
-//! SPDY uses the protocol, stream and status parts; resize and the WebSocket channel
-//! bytes wait for tty and WebSocket exec, hence dead code outside the tests.
+//! The WebSocket channel bytes wait for WebSocket exec, hence dead code outside the
+//! tests.
 #![cfg_attr(not(test), allow(dead_code))]
 
 use serde::{Deserialize, Serialize};
