@@ -1,6 +1,7 @@
 //! Exec end to end: the RPC's checks (absent container, one not running, an empty
 //! command, no stream asked for) and the URL it returns, whose token works once
-//! and negotiates the stream protocol; then crictl (client-go's SPDY executor) runs
+//! and negotiates the stream protocol; over WebSocket (v5 channels) output, exit codes
+//! and stdin; then crictl (client-go's SPDY executor) runs
 //! commands: output, exit codes, stdin, and a killed client kills its process (tty:
 //! crictl -it needs a terminal of its own; the monitor test and critest cover it).
 
@@ -44,6 +45,39 @@ async fn upgrade_status(url: &str, proto: &str) -> u16 {
     status
         .parse()
         .unwrap_or_else(|_| panic!("a status line: {head:?}"))
+}
+
+/// Runs an exec over WebSocket (v5), sending `input` messages: (stdout, stderr, the
+/// error channel's Status).
+async fn ws_exec(url: &str, input: &[&[u8]]) -> (String, String, String) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = url.replacen("http://", "ws://", 1);
+    let mut req = ws.as_str().into_client_request().unwrap();
+    let proto = "v5.channel.k8s.io".parse().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", proto);
+    let host = req.uri().authority().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    for m in input {
+        ws.send(Message::binary(m.to_vec())).await.unwrap();
+    }
+    let mut got = [String::new(), String::new(), String::new(), String::new()];
+    let read = async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(b) = m
+                && let Some((&ch, data)) = b.split_first()
+                && (1..=3).contains(&ch)
+            {
+                got[ch as usize].push_str(&String::from_utf8_lossy(data));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the exec ended");
+    let [_, out, err, status] = got;
+    (out, err, status)
 }
 
 #[tokio::test]
@@ -94,17 +128,22 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     let refused = upgrade_status(&url, "portforward.k8s.io").await;
     assert_eq!(refused, 403, "no remotecommand protocol offered");
 
-    let url = rt.exec(request(&created, &["true"])).await.expect("Exec");
-    let ws = url.into_inner().url.replacen("http://", "ws://", 1);
-    let mut req = ws.as_str().into_client_request().unwrap();
-    let proto = "v5.channel.k8s.io".parse().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", proto);
-    let host = req.uri().authority().unwrap().to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    match tokio_tungstenite::client_async(req, tcp).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 501),
-        other => panic!("a WebSocket exec should be refused with 501: {other:?}"),
-    }
+    let script = ["sh", "-c", "echo hi; echo err >&2; exit 3"];
+    let mut req = request(&created, &script);
+    req.stderr = true;
+    let url = rt.exec(req).await.expect("Exec").into_inner().url;
+    let (out, err, status) = ws_exec(&url, &[]).await;
+    assert_eq!((out.as_str(), err.as_str()), ("hi\n", "err\n"));
+    assert!(
+        status.contains("NonZeroExitCode") && status.contains(r#""message":"3""#),
+        "{status}"
+    );
+    let mut req = request(&created, &["cat"]);
+    req.stdin = true;
+    let url = rt.exec(req).await.expect("Exec").into_inner().url;
+    let (out, _, status) = ws_exec(&url, &[b"\x00data\n", b"\xff\x00"]).await;
+    assert_eq!(out, "data\n");
+    assert!(status.contains("Success"), "{status}");
 
     let mut tty = request(&created, &["sh"]);
     tty.tty = true;

@@ -138,24 +138,13 @@ async fn relay(
     tty: bool,
 ) -> Result<i32, String> {
     let pipes = |e: std::io::Error| format!("relaying the process's stdio: {e}");
-    let receiver = |fd: &OwnedFd| {
-        let fd = fd.try_clone()?;
-        match tty {
-            true => pipe::Receiver::from_owned_fd_unchecked(fd),
-            false => pipe::Receiver::from_owned_fd(fd),
-        }
-    };
-    let out = receiver(&process.stdout).map_err(pipes)?;
+    let out = receiver(&process.stdout, tty).map_err(pipes)?;
     let err = match &process.stderr {
-        Some(fd) => Some(receiver(fd).map_err(pipes)?),
+        Some(fd) => Some(receiver(fd, tty).map_err(pipes)?),
         None => None,
     };
     if let (Some(fd), Some(s)) = (stdin, streams.stdin.take()) {
-        let sender = match tty {
-            true => pipe::Sender::from_owned_fd_unchecked(fd),
-            false => pipe::Sender::from_owned_fd(fd),
-        };
-        tokio::spawn(copy_in(s.reader, sender.map_err(pipes)?));
+        tokio::spawn(copy_in(s.reader, sender(fd, tty).map_err(pipes)?));
     }
     let to_out = streams.stdout.take().map(|s| s.writer);
     let to_err = streams.stderr.take().map(|s| s.writer);
@@ -166,6 +155,24 @@ async fn relay(
     };
     tokio::join!(copy_out(out, to_out), errors);
     process.wait().await.map_err(|e| e.to_string())
+}
+
+/// A reader of a copy of `fd`: a pipe's read end, or a pty master (no FIFO, and
+/// already non-blocking).
+pub(super) fn receiver(fd: &OwnedFd, tty: bool) -> std::io::Result<pipe::Receiver> {
+    let fd = fd.try_clone()?;
+    match tty {
+        true => pipe::Receiver::from_owned_fd_unchecked(fd),
+        false => pipe::Receiver::from_owned_fd(fd),
+    }
+}
+
+/// A writer of `fd`: a pipe's write end, or a pty master.
+pub(super) fn sender(fd: OwnedFd, tty: bool) -> std::io::Result<pipe::Sender> {
+    match tty {
+        true => pipe::Sender::from_owned_fd_unchecked(fd),
+        false => pipe::Sender::from_owned_fd(fd),
+    }
 }
 
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
@@ -188,7 +195,7 @@ async fn resizes(mut from: StreamReader, master: OwnedFd) {
 }
 
 #[allow(unsafe_code)]
-fn set_size(master: &OwnedFd, size: Size) {
+pub(super) fn set_size(master: &OwnedFd, size: Size) {
     let ws = libc::winsize {
         ws_row: size.height,
         ws_col: size.width,

@@ -9,6 +9,7 @@
 
 mod activity;
 mod exec;
+mod exec_ws;
 mod portforward;
 mod remotecommand;
 mod server;

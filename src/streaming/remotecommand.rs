@@ -3,10 +3,6 @@
 //! exit code travels on the error stream, how resize events are read, and WebSocket's
 //! channel-byte framing. Written from kubelet's `pkg/kubelet/cri/streaming/remotecommand`
 //! and client-go's `tools/remotecommand`.
-//!
-//! The WebSocket channel bytes wait for WebSocket exec, hence dead code outside the
-//! tests.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use serde::{Deserialize, Serialize};
 

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::portforward::{self, Forwarder};
-use super::{Exec, Pending, Shared, remotecommand};
+use super::{Exec, Pending, Shared, exec_ws, remotecommand};
 
 /// A client must send its request head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,11 +87,7 @@ async fn route(
 /// protocols crius speaks when none fits). WebSocket is not served yet (501).
 fn exec_spdy(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Response<String> {
     if is_websocket(req.headers()) {
-        // WebSocket offers its protocols in Sec-WebSocket-Protocol instead.
-        return plain(
-            StatusCode::NOT_IMPLEMENTED,
-            "crius serves exec over SPDY/3.1 only, not WebSocket yet\n",
-        );
+        return exec_websocket(req, exec, shared);
     }
     let offered = req
         .headers()
@@ -131,6 +127,37 @@ fn exec_spdy(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Respons
         HeaderValue::from_static(protocol.name()),
     );
     r
+}
+
+/// Exec over WebSocket, `v5.channel.k8s.io` or `v4.channel.k8s.io` (403 otherwise).
+fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Response<String> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let Some(protocol) = exec_ws::PROTOCOLS
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
+    else {
+        let msg = format!("supported: {}\n", exec_ws::PROTOCOLS.join(", "));
+        return plain(StatusCode::FORBIDDEN, msg);
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let idle = shared.idle;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => exec_ws::run(TokioIo::new(io), exec, idle).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    switching(accept, Some(protocol))
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {
