@@ -213,6 +213,19 @@ async fn exec_over_spdy_with_crictl() {
     );
     let (rc, out, err) = crictl_exec(&d, &["-i", &id, "cat"], b"data\n");
     assert_eq!((rc, out.as_str()), (0, "data\n"), "{err}");
+    // client-go's WebSocket executor (v5 channels).
+    let ws = [
+        "--transport",
+        "websocket",
+        "-i",
+        &id,
+        "sh",
+        "-c",
+        "cat; exit 4",
+    ];
+    let (rc, out, err) = crictl_exec(&d, &ws, b"more\n");
+    assert_eq!((rc, out.as_str()), (1, "more\n"), "{err}");
+    assert!(err.contains("exit code 4"), "{err}");
 
     let mut sleeper = Command::new(CRICTL)
         .arg("-r")

@@ -13,7 +13,8 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::Exec;
 use super::exec::{receiver, sender, set_size};
@@ -23,7 +24,7 @@ pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const CHUNK: usize = 32 * 1024;
 
 /// Serves one exec on an upgraded WebSocket connection.
-pub async fn run<IO>(io: IO, exec: Exec, idle: Duration)
+pub async fn run<IO>(io: IO, exec: Exec, v5: bool, idle: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -51,7 +52,11 @@ where
                 return;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(normal))).await;
     });
     let input = Input::new(process.stdin.take(), &process.stdout, exec.tty);
     let reader = async {
@@ -73,6 +78,14 @@ where
         let _ = out_tx
             .send(Message::binary(ws_frame(Channel::Error, &status)))
             .await;
+        if v5 {
+            // client-go reads each channel to its end: v5 marks it, v4 has only the
+            // connection's normal close.
+            for ch in [Channel::Stdout, Channel::Stderr, Channel::Error] {
+                let closed = ws_frame(Channel::Close, &[ch as u8]);
+                let _ = out_tx.send(Message::binary(closed)).await;
+            }
+        }
     };
     tokio::select! {
         () = relay => {}

@@ -153,7 +153,10 @@ fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Re
     let idle = shared.idle;
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => exec_ws::run(TokioIo::new(io), exec, idle).await,
+            Ok(io) => {
+                let v5 = protocol == exec_ws::PROTOCOLS[0];
+                exec_ws::run(TokioIo::new(io), exec, v5, idle).await;
+            }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
