@@ -11,6 +11,7 @@ mod bench;
 mod bench_client;
 mod containers;
 mod events;
+mod exec;
 mod exits;
 mod fixtures;
 mod harness;

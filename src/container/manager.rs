@@ -244,6 +244,31 @@ impl ContainerManager {
         })
     }
 
+    /// Checks an Exec request: the container exists (else NotFound) and runs (else
+    /// FailedPrecondition), the command is not empty, and at least one stream is asked
+    /// for. The process starts when the client connects
+    /// to the streaming URL, through the monitor returned here.
+    pub fn check_exec(&self, req: &cri::ExecRequest) -> Result<MonitorClient> {
+        let rec = self.containers.get(&req.container_id)?;
+        if rec.phase != ContainerPhase::Started || rec.exit.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        if req.cmd.is_empty() {
+            return Err(Error::InvalidArgument(
+                "exec command must not be empty".into(),
+            ));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Error::InvalidArgument(
+                "one of stdin, stdout and stderr must be set".into(),
+            ));
+        }
+        Ok(self.monitor(&rec))
+    }
+
     /// ReopenContainerLog: the monitor opens the log path again after kubelet renamed
     /// the file. A container that is not running gets an error and no new file.
     pub async fn reopen_log(&self, wanted: &str) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::container::manager::ContainerManager;
 use crate::error::Error;
 use crate::sandbox::manager::PodManager;
 use crate::stats::{self, Stats};
-use crate::streaming::{Network, PortForward, Streaming};
+use crate::streaming::{Exec, Network, PortForward, Streaming};
 
 pub struct RuntimeApi {
     pods: Arc<PodManager>,
@@ -250,8 +250,22 @@ impl RuntimeService for RuntimeApi {
         reply(r)
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
-        unimplemented("Exec (streaming)")
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        let req = req.into_inner();
+        let _span = span!("Exec", id = req.container_id).entered();
+        let r = self.containers.check_exec(&req).and_then(|monitor| {
+            let url = self.streaming.exec_url(Exec {
+                monitor,
+                container_id: req.container_id,
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })?;
+            Ok(cri::ExecResponse { url })
+        });
+        reply(r)
     }
 
     async fn attach(&self, _: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {

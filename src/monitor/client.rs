@@ -174,7 +174,7 @@ impl MonitorClient {
         self.send_and_read(&mut stream, &req).await
     }
 
-    async fn connect(&self) -> Result<UnixStream, MonitorError> {
+    pub(super) async fn connect(&self) -> Result<UnixStream, MonitorError> {
         UnixStream::connect(&self.socket)
             .await
             .map_err(|source| MonitorError::Unavailable {
@@ -200,7 +200,7 @@ impl MonitorClient {
 }
 
 /// Reads one response frame.
-async fn read_response(
+pub(super) async fn read_response(
     stream: &mut UnixStream,
     socket: &std::path::Path,
 ) -> Result<proto::Response, MonitorError> {
@@ -250,7 +250,7 @@ impl ExitFeed {
     }
 }
 
-fn remote_error(e: proto::Error) -> MonitorError {
+pub(super) fn remote_error(e: proto::Error) -> MonitorError {
     use proto::error::Code;
     match Code::try_from(e.code).unwrap_or(Code::Internal) {
         Code::NotFound => MonitorError::NotFound(e.message),
@@ -261,7 +261,7 @@ fn remote_error(e: proto::Error) -> MonitorError {
     }
 }
 
-fn unexpected(request: &'static str, got: &Resp) -> MonitorError {
+pub(super) fn unexpected(request: &'static str, got: &Resp) -> MonitorError {
     let got = match got {
         Resp::Error(_) => "Error",
         Resp::Ok(_) => "Ok",
@@ -269,6 +269,8 @@ fn unexpected(request: &'static str, got: &Resp) -> MonitorError {
         Resp::State(_) => "State",
         Resp::Exec(_) => "ExecResult",
         Resp::Exited(_) => "ContainerExited",
+        Resp::ExecStarted(_) => "ExecStarted",
+        Resp::ExecExited(_) => "ExecExited",
     };
     MonitorError::UnexpectedResponse { request, got }
 }

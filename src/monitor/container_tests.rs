@@ -11,7 +11,7 @@ use super::tests::{Running, gone, start_monitor_in};
 use super::*;
 use crate::error::{Classify, Kind};
 
-const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat"];
+const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat", "tty"];
 
 /// Everything a test container needs, under the monitor's tempdir.
 pub(super) struct Fixture {

@@ -117,6 +117,7 @@ impl Containers {
                 stdin: None,
                 stdout: out.write,
                 stderr: err.write,
+                terminal: false,
             },
             cgroup_root,
         });

@@ -79,6 +79,7 @@ impl Execs {
                 stdin: None,
                 stdout: out.write,
                 stderr: err.write,
+                terminal: false,
             },
         })?;
         let capture = |pipe| Capture {

@@ -17,6 +17,10 @@ mod client;
 mod container_tests;
 mod containers;
 mod exec;
+mod exec_client;
+mod exec_stream;
+#[cfg(test)]
+mod exec_stream_tests;
 mod frame;
 mod log;
 mod podinit;
@@ -36,6 +40,7 @@ use crate::error::{Classify, Kind};
 use crate::runtime::RuntimeError;
 
 pub use client::MonitorClient;
+pub use exec_client::StreamingExec;
 pub use podinit::PodInitOptions;
 pub use spawn::{SpawnOptions, spawn};
 

@@ -16,6 +16,7 @@ use prost::Message;
 
 use super::containers::Containers;
 use super::exec::{ExecRequest, Execs};
+use super::exec_stream::{self, StreamExecs};
 use super::frame::{self, FrameReader, MAX_REQUEST};
 use super::log::Stream;
 use super::podinit::PodInit;
@@ -64,6 +65,7 @@ pub fn serve(args: &MonitorArgs) -> Result<(), MonitorError> {
         next_conn: 0,
         containers: Containers::default(),
         execs: Execs::default(),
+        stream_execs: StreamExecs::default(),
         pod_init,
         shutdown: None,
     };
@@ -81,6 +83,8 @@ struct Conn {
     waiting: bool,
     /// An exit feed (Subscribe): every reaped container is reported on it.
     subscribed: bool,
+    /// Carries a streaming exec: read even while waiting, to see the daemon hang up.
+    streaming: bool,
     eof: bool,
     dead: bool,
 }
@@ -134,6 +138,7 @@ struct Monitor {
     next_conn: u64,
     containers: Containers,
     execs: Execs,
+    stream_execs: StreamExecs,
     /// PID 1 of the pod's shared PID namespace, while it runs.
     pod_init: Option<PodInit>,
     shutdown: Option<Shutdown>,
@@ -164,7 +169,7 @@ impl Monitor {
         let mut tokens = vec![Token::Listener, Token::Signals];
         for c in &self.conns {
             let mut ev = PollFlags::empty();
-            if !c.waiting && !c.eof {
+            if (!c.waiting || c.streaming) && !c.eof {
                 ev |= PollFlags::POLLIN;
             }
             if c.written < c.out.len() {
@@ -250,6 +255,7 @@ impl Monitor {
                 written: 0,
                 waiting: false,
                 subscribed: false,
+                streaming: false,
                 eof: false,
                 dead: false,
             });
@@ -274,6 +280,13 @@ impl Monitor {
             {
                 self.notify_exit(exit.pid);
                 continue;
+            }
+            if let Some(conn) = self.stream_execs.on_exit(exit.pid) {
+                let exited = proto::ExecExited {
+                    exit_code: exit.code,
+                };
+                self.respond(conn, Resp::ExecExited(exited));
+                self.resume(conn);
             }
             if let Some(done) = self.execs.on_exit(exit.pid, exit.code) {
                 self.respond(done.conn, Resp::Exec(done.result));
@@ -318,6 +331,9 @@ impl Monitor {
                 ) => {}
             Err(_) => c.dead = true,
         }
+        if c.eof || c.dead {
+            self.stream_execs.hang_up(id);
+        }
         self.process_frames(id);
     }
 
@@ -348,7 +364,9 @@ impl Monitor {
 
     fn handle(&mut self, conn: u64, req: proto::Request) {
         let result = match req.kind {
-            Some(Req::Create(_) | Req::Start(_) | Req::ExecSync(_)) if self.shutdown.is_some() => {
+            Some(Req::Create(_) | Req::Start(_) | Req::ExecSync(_) | Req::ExecStream(_))
+                if self.shutdown.is_some() =>
+            {
                 Err(MonitorError::FailedPrecondition(
                     "the monitor is shutting down".into(),
                 ))
@@ -362,6 +380,7 @@ impl Monitor {
             Some(Req::Kill(k)) => self.containers.kill(&k.id, k.signal).map(ok),
             Some(Req::State(s)) => self.containers.state(&s.id).map(|st| Some(Resp::State(st))),
             Some(Req::ExecSync(e)) => self.exec_sync(conn, e).map(|()| None),
+            Some(Req::ExecStream(e)) => self.exec_stream(conn, e).map(|()| None),
             Some(Req::Delete(d)) => self.containers.delete(&d.id, &self.cgroup_root).map(ok),
             Some(Req::ReopenLog(r)) => self.containers.reopen_log(&r.id).map(ok),
             Some(Req::Subscribe(_)) => {
@@ -403,6 +422,25 @@ impl Monitor {
             timeout,
             conn,
         })
+    }
+
+    /// Starts a streaming exec and hands its stdio to the daemon on `conn`.
+    fn exec_stream(&mut self, conn: u64, req: proto::ExecStream) -> Result<(), MonitorError> {
+        let target = self.containers.exec_target(&req.id, &self.cgroup_root)?;
+        let started = exec_stream::spawn(target, &req.args, req.stdin, req.tty)?;
+        self.stream_execs.add(started.pid, conn);
+        let pid = started.pid.as_raw();
+        let frame = frame::encode(&proto::Response {
+            kind: Some(Resp::ExecStarted(proto::ExecStarted { pid })),
+        });
+        let sent = self.conn_mut(conn).map(|c| {
+            c.streaming = true;
+            exec_stream::send_with_fds(&c.stream, &frame, &started.fds)
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            self.stream_execs.hang_up(conn);
+        }
+        Ok(())
     }
 
     fn respond(&mut self, conn: u64, kind: Resp) {

@@ -83,6 +83,9 @@ pub struct Stdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// stdin is a terminal's slave side: the process gets a session of its own with it
+    /// as the controlling terminal (setsid + TIOCSCTTY), as a shell expects.
+    pub terminal: bool,
 }
 
 pub struct CreateOptions<'a> {

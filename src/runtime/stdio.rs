@@ -35,6 +35,20 @@ pub(super) fn install(stdio: Stdio) -> Result<(), RuntimeError> {
     dup2_stdin(&stdin).map_err(sys_err("dup2 stdin"))?;
     dup2_stdout(&stdout).map_err(sys_err("dup2 stdout"))?;
     dup2_stderr(&stderr).map_err(sys_err("dup2 stderr"))?;
+    if stdio.terminal {
+        controlling_terminal()?;
+    }
+    Ok(())
+}
+
+nix::ioctl_write_int_bad!(tiocsctty, libc::TIOCSCTTY);
+
+/// In the child: a new session whose controlling terminal is fd 0.
+fn controlling_terminal() -> Result<(), RuntimeError> {
+    nix::unistd::setsid().map_err(sys_err("setsid"))?;
+    // SAFETY: TIOCSCTTY on fd 0 takes an int argument (0: do not steal) and touches no
+    // memory of ours.
+    unsafe { tiocsctty(0, 0) }.map_err(sys_err("ioctl(TIOCSCTTY)"))?;
     Ok(())
 }
 

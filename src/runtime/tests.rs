@@ -128,6 +128,7 @@ fn piped_stdio() -> (std::io::PipeReader, Stdio) {
             stdin: None,
             stdout,
             stderr,
+            terminal: false,
         },
     )
 }

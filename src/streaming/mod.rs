@@ -1,4 +1,4 @@
-//! The CRI streaming server: `PortForward` (and later `Exec`/`Attach`) answer with a
+//! The CRI streaming server: `PortForward` and `Exec` (and later `Attach`) answer with a
 //! URL on this HTTP server, and kubelet or crictl connect to it. It shares nothing with
 //! `grpc/` but [`Streaming`]: the RPC layer validates the pod, then stores the request
 //! under a single-use token (`tokens`) and returns the URL naming it. `server` accepts
@@ -8,7 +8,10 @@
 //! expects of a local runtime.
 
 mod activity;
+mod exec;
+mod exec_ws;
 mod portforward;
+mod remotecommand;
 mod server;
 pub mod spdy;
 mod tokens;
@@ -35,6 +38,27 @@ pub enum Network {
 pub struct PortForward {
     pub pod_id: String,
     pub network: Network,
+}
+
+/// An Exec request waiting for its client: the RPC layer checked that the container
+/// runs and that the command and the streams asked for make sense.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    /// The monitor of the container's pod, which runs the process.
+    pub monitor: crate::monitor::MonitorClient,
+    pub container_id: String,
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// What a token stands for.
+#[derive(Debug, Clone)]
+enum Pending {
+    PortForward(PortForward),
+    Exec(Exec),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +97,7 @@ impl Classify for StreamingError {
 
 /// What every connection of the server shares.
 struct Shared {
-    tokens: tokens::Tokens<PortForward>,
+    tokens: tokens::Tokens<Pending>,
     /// Forwarded connections in flight, across all clients.
     streams: Arc<Semaphore>,
     max_streams: usize,
@@ -117,7 +141,13 @@ impl Streaming {
 
     /// The URL a client connects to for this port-forward, valid once.
     pub fn port_forward_url(&self, request: PortForward) -> Result<String, StreamingError> {
-        let token = self.shared.tokens.insert(request)?;
+        let token = self.shared.tokens.insert(Pending::PortForward(request))?;
         Ok(format!("http://{}/portforward/{token}", self.addr))
+    }
+
+    /// The URL a client connects to for this exec, valid once.
+    pub fn exec_url(&self, request: Exec) -> Result<String, StreamingError> {
+        let token = self.shared.tokens.insert(Pending::Exec(request))?;
+        Ok(format!("http://{}/exec/{token}", self.addr))
     }
 }

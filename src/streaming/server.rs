@@ -1,4 +1,4 @@
-//! The HTTP/1.1 side: the accept loop, `/portforward/<token>` routing, and the upgrade
+//! The HTTP/1.1 side: the accept loop, `/portforward/<token>` and `/exec/<token>` routing, and the upgrade
 //! to SPDY/3.1 or WebSocket. Everything after the upgrade belongs to `portforward`.
 
 use std::convert::Infallible;
@@ -10,13 +10,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::Shared;
 use super::portforward::{self, Forwarder};
+use super::{Exec, Pending, Shared, exec_ws, remotecommand};
 
 /// A client must send its request head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
 const STREAM_PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+const ACCEPTED_PROTOCOLS_HEADER: &str = "x-accepted-stream-protocol-versions";
 
 pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -53,23 +54,113 @@ async fn route(
     req: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<String>, Infallible> {
-    let Some(token) = req.uri().path().strip_prefix("/portforward/") else {
-        return Ok(plain(StatusCode::NOT_FOUND, "no such streaming endpoint\n"));
+    let path = req.uri().path();
+    let (kind, token) = match (
+        path.strip_prefix("/portforward/"),
+        path.strip_prefix("/exec/"),
+    ) {
+        (Some(t), _) => ("portforward", t),
+        (_, Some(t)) => ("exec", t),
+        _ => return Ok(plain(StatusCode::NOT_FOUND, "no such streaming endpoint\n")),
     };
     if req.method() != Method::GET && req.method() != Method::POST {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n"));
     }
-    let Some(request) = shared.tokens.take(token) else {
-        return Ok(plain(
-            StatusCode::NOT_FOUND,
-            "unknown or expired streaming token\n",
-        ));
+    let request = match shared.tokens.take(token) {
+        Some(Pending::PortForward(pf)) if kind == "portforward" => pf,
+        Some(Pending::Exec(exec)) if kind == "exec" => return Ok(exec_spdy(req, exec, &shared)),
+        _ => {
+            return Ok(plain(
+                StatusCode::NOT_FOUND,
+                "unknown or expired streaming token\n",
+            ));
+        }
     };
     let fwd = Forwarder::new(request, &shared);
     if is_websocket(req.headers()) {
         return Ok(websocket(req, fwd));
     }
     Ok(spdy(req, fwd))
+}
+
+/// Exec over SPDY/3.1, its stream protocol negotiated as kubelet does (403 and the
+/// protocols crius speaks when none fits). WebSocket is not served yet (501).
+fn exec_spdy(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Response<String> {
+    if is_websocket(req.headers()) {
+        return exec_websocket(req, exec, shared);
+    }
+    let offered = req
+        .headers()
+        .get_all(STREAM_PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let Some(protocol) = remotecommand::negotiate(offered) else {
+        let names: Vec<&str> = remotecommand::SPDY_PROTOCOLS.map(|p| p.name()).into();
+        let msg = format!(
+            "no supported stream protocol offered; supported: {}\n",
+            names.join(", ")
+        );
+        let mut r = plain(StatusCode::FORBIDDEN, msg);
+        for name in names {
+            r.headers_mut()
+                .append(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(name));
+        }
+        return r;
+    };
+    if !has_token(req.headers(), header::UPGRADE, "SPDY/3.1") {
+        return plain(StatusCode::BAD_REQUEST, "expected an upgrade to SPDY/3.1\n");
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    let idle = shared.idle;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => super::exec::run(TokioIo::new(io), exec, protocol, idle).await,
+            Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
+        }
+    });
+    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert(
+        STREAM_PROTOCOL_HEADER,
+        HeaderValue::from_static(protocol.name()),
+    );
+    r
+}
+
+/// Exec over WebSocket, `v5.channel.k8s.io` or `v4.channel.k8s.io` (403 otherwise).
+fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Response<String> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let Some(protocol) = exec_ws::PROTOCOLS
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
+    else {
+        let msg = format!("supported: {}\n", exec_ws::PROTOCOLS.join(", "));
+        return plain(StatusCode::FORBIDDEN, msg);
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let idle = shared.idle;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => {
+                let v5 = protocol == exec_ws::PROTOCOLS[0];
+                exec_ws::run(TokioIo::new(io), exec, v5, idle).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    switching(accept, Some(protocol))
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {

@@ -1,0 +1,131 @@
+//! Streaming exec, the monitor's part: fork the process as ExecSync does, hand the
+//! daemon its ends of the stdio pipes (SCM_RIGHTS) and keep only the reaping. The
+//! daemon relays the bytes; the monitor reports the exit on the connection that asked,
+//! and kills the process when that connection ends first.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::unistd::Pid;
+
+use super::MonitorError;
+use super::sys;
+use crate::runtime::{self, ExecOptions, ExecTarget};
+
+/// A started process and the daemon's ends of its stdio, in protocol order.
+pub struct Started {
+    pub pid: Pid,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Forks `args` in the container with stdio on fresh pipes, or on a pty for `tty`.
+pub fn spawn(
+    target: &ExecTarget,
+    args: &[String],
+    stdin: bool,
+    tty: bool,
+) -> Result<Started, MonitorError> {
+    if args.is_empty() {
+        return Err(MonitorError::InvalidArgument("exec needs a command".into()));
+    }
+    let (stdio, fds) = if tty { pty()? } else { pipes(stdin)? };
+    let pid = runtime::exec(ExecOptions {
+        target,
+        args,
+        stdio,
+    })?;
+    Ok(Started { pid, fds })
+}
+
+/// A pty: its slave on the child's 0..2, its (non-blocking) master for the daemon.
+fn pty() -> Result<(runtime::Stdio, Vec<OwnedFd>), MonitorError> {
+    let pty = nix::pty::openpty(None, None).map_err(MonitorError::sys("openpty"))?;
+    sys::set_nonblocking(&pty.master)?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| MonitorError::Internal(format!("dup of the pty slave: {e}")))
+    };
+    let stdio = runtime::Stdio {
+        stdin: Some(dup(&pty.slave)?),
+        stdout: dup(&pty.slave)?,
+        stderr: pty.slave,
+        terminal: true,
+    };
+    Ok((stdio, vec![pty.master]))
+}
+
+/// Pipes: the stdin write end (if asked), the stdout and stderr read ends for the daemon.
+fn pipes(stdin: bool) -> Result<(runtime::Stdio, Vec<OwnedFd>), MonitorError> {
+    // The daemon writes stdin and the child reads it: a plain blocking pipe (sys::pipe
+    // makes its read end non-blocking, for the monitor's own reads).
+    let (child_in, our_in) = if stdin {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(MonitorError::sys("pipe2"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let (out, err) = (sys::pipe()?, sys::pipe()?);
+    let stdio = runtime::Stdio {
+        stdin: child_in,
+        stdout: out.write,
+        stderr: err.write,
+        terminal: false,
+    };
+    let mut fds: Vec<OwnedFd> = our_in.into_iter().collect();
+    fds.push(OwnedFd::from(out.read));
+    fds.push(OwnedFd::from(err.read));
+    Ok((stdio, fds))
+}
+
+/// Sends `frame` with `fds` attached to its first byte. The connection is fresh and
+/// the frame small, so the socket takes it whole; anything else is the peer's loss.
+pub fn send_with_fds(stream: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let mut sent = 0;
+    while sent < frame.len() {
+        let iov = [IoSlice::new(&frame[sent..])];
+        let cmsgs: &[ControlMessage] = if sent == 0 { &cmsg } else { &[] };
+        match sendmsg::<()>(
+            stream.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Which streaming exec belongs to which connection.
+#[derive(Default)]
+pub struct StreamExecs {
+    list: Vec<(Pid, u64)>,
+}
+
+impl StreamExecs {
+    pub fn add(&mut self, pid: Pid, conn: u64) {
+        self.list.push((pid, conn));
+    }
+
+    /// The connection to tell that `pid` exited; `None` if it is no streaming exec.
+    pub fn on_exit(&mut self, pid: Pid) -> Option<u64> {
+        let i = self.list.iter().position(|(p, _)| *p == pid)?;
+        Some(self.list.swap_remove(i).1)
+    }
+
+    /// The connection `conn` ended: its processes die with it (they are reaped later).
+    pub fn hang_up(&self, conn: u64) {
+        for (pid, _) in self.list.iter().filter(|(_, c)| *c == conn) {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Exec over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): every binary
+//! message's first byte names its stream (`remotecommand::Channel`). The process starts
+//! at once; stdout and stderr go out on channels 1 and 2, channel 0 feeds stdin (v5's
+//! close message on 255 ends it), 4 carries resizes, and the exit goes on 3 as v4's
+//! Status. A client that goes away ends the relay, and the process with it.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+
+use super::Exec;
+use super::exec::{receiver, sender, set_size};
+use super::remotecommand::{Channel, Protocol, ResizeDecoder, ws_frame, ws_parse};
+
+pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+const CHUNK: usize = 32 * 1024;
+
+/// Serves one exec on an upgraded WebSocket connection.
+pub async fn run<IO>(io: IO, exec: Exec, v5: bool, idle: Duration)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let (mut sink, mut source) = ws.split();
+    let started = exec
+        .monitor
+        .exec_stream(&exec.container_id, exec.cmd.clone(), exec.stdin, exec.tty)
+        .await;
+    let mut process = match started {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = Protocol::V4.failure_message(&format!("starting the command: {e}"));
+            let _ = sink
+                .send(Message::binary(ws_frame(Channel::Error, &msg)))
+                .await;
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(normal))).await;
+    });
+    let input = Input::new(process.stdin.take(), &process.stdout, exec.tty);
+    let reader = async {
+        let mut input = input;
+        loop {
+            match tokio::time::timeout(idle, source.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => input.handle(&b).await,
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    };
+    let relay = async {
+        let code = output(&mut process, exec.tty, exec.stdout, exec.stderr, &out_tx).await;
+        let status = match code {
+            Ok(code) => Protocol::V4.exit_message(code),
+            Err(e) => Protocol::V4.failure_message(&e),
+        };
+        let _ = out_tx
+            .send(Message::binary(ws_frame(Channel::Error, &status)))
+            .await;
+        if v5 {
+            // client-go reads each channel to its end: v5 marks it, v4 has only the
+            // connection's normal close.
+            for ch in [Channel::Stdout, Channel::Stderr, Channel::Error] {
+                let closed = ws_frame(Channel::Close, &[ch as u8]);
+                let _ = out_tx.send(Message::binary(closed)).await;
+            }
+        }
+    };
+    tokio::select! {
+        () = relay => {}
+        () = reader => tracing::debug!(container = %exec.container_id, "exec client went away"),
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+/// What the client sends: stdin, its end, and terminal sizes.
+struct Input {
+    stdin: Option<pipe::Sender>,
+    master: Option<OwnedFd>,
+    resize: ResizeDecoder,
+}
+
+impl Input {
+    fn new(stdin: Option<OwnedFd>, stdout: &OwnedFd, tty: bool) -> Self {
+        Input {
+            stdin: stdin.and_then(|fd| sender(fd, tty).ok()),
+            master: tty.then(|| stdout.try_clone().ok()).flatten(),
+            resize: ResizeDecoder::default(),
+        }
+    }
+
+    async fn handle(&mut self, message: &[u8]) {
+        match ws_parse(message) {
+            Some((Channel::Stdin, data)) => {
+                if let Some(s) = &mut self.stdin
+                    && s.write_all(data).await.is_err()
+                {
+                    self.stdin = None;
+                }
+            }
+            Some((Channel::Close, [0])) => self.stdin = None,
+            Some((Channel::Resize, data)) => {
+                let sizes = self.resize.feed(data).unwrap_or_default();
+                if let Some(m) = &self.master {
+                    sizes.into_iter().for_each(|s| set_size(m, s));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Relays stdout and stderr until they end, then waits for the exit code.
+async fn output(
+    process: &mut crate::monitor::StreamingExec,
+    tty: bool,
+    stdout: bool,
+    stderr: bool,
+    out: &mpsc::Sender<Message>,
+) -> Result<i32, String> {
+    let pipes = |e: std::io::Error| format!("relaying the process's stdio: {e}");
+    let o = receiver(&process.stdout, tty).map_err(pipes)?;
+    let e = match &process.stderr {
+        Some(fd) => Some(receiver(fd, tty).map_err(pipes)?),
+        None => None,
+    };
+    let errors = async {
+        if let Some(e) = e {
+            copy(e, Channel::Stderr, stderr, out).await;
+        }
+    };
+    tokio::join!(copy(o, Channel::Stdout, stdout, out), errors);
+    process.wait().await.map_err(|e| e.to_string())
+}
+
+async fn copy(mut from: pipe::Receiver, ch: Channel, wanted: bool, out: &mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if wanted
+            && out
+                .send(Message::binary(ws_frame(ch, &buf[..n])))
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+}
