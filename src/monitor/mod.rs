@@ -13,6 +13,7 @@
 //! ```
 
 mod client;
+mod conn;
 #[cfg(test)]
 mod container_tests;
 mod containers;

@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 use prost::Message;
 
+use super::conn::Conn;
 use super::containers::Containers;
 use super::exec::{ExecRequest, Execs};
 use super::exec_stream::{self, StreamExecs};
@@ -70,47 +71,6 @@ pub fn serve(args: &MonitorArgs) -> Result<(), MonitorError> {
         shutdown: None,
     };
     monitor.run()
-}
-
-/// Binds the socket with mode 0600, replacing a stale file but never a live monitor.
-struct Conn {
-    id: u64,
-    stream: UnixStream,
-    reader: FrameReader,
-    out: Vec<u8>,
-    written: usize,
-    /// A deferred reply (exec, shutdown) is due: later requests wait in `reader`.
-    waiting: bool,
-    /// An exit feed (Subscribe): every reaped container is reported on it.
-    subscribed: bool,
-    /// Carries a streaming exec: read even while waiting, to see the daemon hang up.
-    streaming: bool,
-    eof: bool,
-    dead: bool,
-}
-
-impl Conn {
-    fn finished(&self) -> bool {
-        self.dead || (self.eof && !self.waiting && self.out.is_empty())
-    }
-
-    /// Writes as much of the pending output as the socket takes.
-    fn flush(&mut self) {
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.dead = true;
-                    return;
-                }
-            }
-        }
-        self.written = 0;
-        // Exec results can be megabytes: do not keep that capacity around.
-        self.out = Vec::new();
-    }
 }
 
 #[derive(Clone, Copy)]
