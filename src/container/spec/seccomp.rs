@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use k8s_cri::v1::LinuxContainerSecurityContext;
 use k8s_cri::v1::security_profile::ProfileType;
@@ -58,7 +59,7 @@ pub enum Selection {
 /// A profile read and parsed, ready for [`build`]; `None` is unconfined.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    profile: Option<(String, Profile)>,
+    profile: Option<(String, Arc<Profile>)>,
     kernel: KernelVersion,
 }
 
@@ -127,38 +128,51 @@ fn localhost(path: &str) -> Result<Selection, SeccompError> {
 
 /// Reads what [`select`] chose (blocking: the Localhost file and the kernel version).
 pub fn load(sc: Option<&LinuxContainerSecurityContext>) -> Result<Loaded, SeccompError> {
-    let (name, bytes, path) = match select(sc)? {
+    let (name, profile) = match select(sc)? {
         Selection::Unconfined => return Ok(Loaded::unconfined()),
-        Selection::RuntimeDefault => (
-            "runtime/default".to_string(),
-            DEFAULT_PROFILE.to_vec(),
-            None,
-        ),
+        Selection::RuntimeDefault => (RUNTIME_DEFAULT.to_string(), runtime_default()?),
         Selection::Localhost(path) => {
             let bytes = std::fs::read(&path).map_err(|source| SeccompError::Read {
                 path: path.clone(),
                 source,
             })?;
-            (path.display().to_string(), bytes, Some(path))
+            let profile = Profile::parse(&bytes).map_err(|source| SeccompError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+            (path.display().to_string(), Arc::new(profile))
         }
     };
-    let profile = Profile::parse(&bytes).map_err(|source| SeccompError::Parse {
-        path: path.unwrap_or_else(|| PathBuf::from(&name)),
-        source,
-    })?;
     Ok(Loaded {
         profile: Some((name, profile)),
         kernel: kernel_version(),
     })
 }
 
+/// The RuntimeDefault profile, parsed once: it is most pods' profile, and its JSON is
+/// crius's own constant data.
+fn runtime_default() -> Result<Arc<Profile>, SeccompError> {
+    static PARSED: OnceLock<Arc<Profile>> = OnceLock::new();
+    if let Some(p) = PARSED.get() {
+        return Ok(p.clone());
+    }
+    let parsed = Profile::parse(DEFAULT_PROFILE).map_err(|source| SeccompError::Parse {
+        path: PathBuf::from(RUNTIME_DEFAULT),
+        source,
+    })?;
+    Ok(PARSED.get_or_init(|| Arc::new(parsed)).clone())
+}
+
 /// The running kernel's (major, minor); (0, 0) if unknown, which leaves out the rules that
 /// need a minimum kernel.
 fn kernel_version() -> KernelVersion {
-    nix::sys::utsname::uname()
-        .ok()
-        .and_then(|u| seccomp_profile::parse_kernel_version(&u.release().to_string_lossy()))
-        .unwrap_or((0, 0))
+    static VERSION: OnceLock<KernelVersion> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        nix::sys::utsname::uname()
+            .ok()
+            .and_then(|u| seccomp_profile::parse_kernel_version(&u.release().to_string_lossy()))
+            .unwrap_or((0, 0))
+    })
 }
 
 /// The OCI `linux.seccomp` for a container with `caps` (its bounding set).
