@@ -3,7 +3,7 @@
 //! namespaces, and the combinations that are refused without leaving anything behind.
 
 use crate::fixtures::*;
-use crate::harness::{Daemon, Options, Runtime, preflight};
+use crate::harness::{Daemon, Runtime, preflight};
 use k8s_cri::v1::*;
 use std::fs;
 use std::time::Duration;
@@ -28,6 +28,45 @@ fn set_pod_modes(pod: &mut PodSandboxConfig, network: NamespaceMode, pid: Namesp
         ipc: network as i32,
         ..Default::default()
     });
+}
+
+/// A daemon with busybox pulled, a pod (with `modes` for its network/ipc and pid, if
+/// given) and its first container "a" (`sleep 1001`, with its own pid mode if given).
+struct Setup {
+    d: Daemon,
+    rt: Runtime,
+    busybox: String,
+    pod: PodSandboxConfig,
+    pod_id: String,
+    a_id: String,
+}
+
+async fn setup(
+    name: &str,
+    modes: Option<(NamespaceMode, NamespaceMode)>,
+    a_pid: Option<NamespaceMode>,
+) -> Setup {
+    let d = Daemon::start().await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let mut pod = pod_config(&d, name);
+    if let Some((network, pid)) = modes {
+        set_pod_modes(&mut pod, network, pid);
+    }
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let mut a = container_config("a", &busybox, &["sleep", "1001"]);
+    if let Some(pid) = a_pid {
+        a = with_modes(a, &pod, pid);
+    }
+    let a_id = create_and_start(&mut rt, &pod_id, &pod, &a).await;
+    Setup {
+        d,
+        rt,
+        busybox,
+        pod,
+        pod_id,
+        a_id,
+    }
 }
 
 /// A container with explicit namespace options, as kubelet sends them.
@@ -132,20 +171,15 @@ async fn pidns_pod_shared() {
     if !preflight("pidns_pod_shared", true) {
         return;
     }
-    let mut d = Daemon::start().await;
-    let busybox = pull(&mut d.images().await, BUSYBOX).await;
-    let mut rt = d.runtime().await;
-    let mut pod = pod_config(&d, "pidpod");
-    set_pod_modes(&mut pod, NamespaceMode::Pod, NamespaceMode::Pod);
-    let pod_id = run_pod(&mut rt, &pod).await;
-    let a = container_config("a", &busybox, &["sleep", "1001"]);
-    let a_id = create_and_start(
-        &mut rt,
-        &pod_id,
-        &pod,
-        &with_modes(a, &pod, NamespaceMode::Pod),
-    )
-    .await;
+    let pod_modes = Some((NamespaceMode::Pod, NamespaceMode::Pod));
+    let Setup {
+        mut d,
+        mut rt,
+        busybox,
+        pod,
+        pod_id,
+        a_id,
+    } = setup("pidpod", pod_modes, Some(NamespaceMode::Pod)).await;
     // No options of its own: it follows the pod's pid mode.
     let mut b = container_config("b", &busybox, &["sleep", "1002"]);
     b.linux = Some(LinuxContainerConfig::default());
@@ -215,14 +249,15 @@ async fn pidns_pod_init_killed() {
     if !preflight("pidns_pod_init_killed", true) {
         return;
     }
-    let d = Daemon::start_with(Options::default()).await;
-    let busybox = pull(&mut d.images().await, BUSYBOX).await;
-    let mut rt = d.runtime().await;
-    let mut pod = pod_config(&d, "pidkilled");
-    set_pod_modes(&mut pod, NamespaceMode::Node, NamespaceMode::Pod);
-    let pod_id = run_pod(&mut rt, &pod).await;
-    let a = container_config("a", &busybox, &["sleep", "1001"]);
-    let a_id = create_and_start(&mut rt, &pod_id, &pod, &a).await;
+    // "a" has no options of its own: it follows the pod's pid mode.
+    let pod_modes = Some((NamespaceMode::Node, NamespaceMode::Pod));
+    let Setup {
+        d,
+        mut rt,
+        pod_id,
+        a_id,
+        ..
+    } = setup("pidkilled", pod_modes, None).await;
     let pid_ns = ns_of(&mut rt, &a_id, "pid").await;
     let init_pid = pod_init_pid(&pid_ns).expect("the pod init on the host");
     nix::sys::signal::kill(
@@ -247,19 +282,14 @@ async fn pidns_target() {
     if !preflight("pidns_target", true) {
         return;
     }
-    let d = Daemon::start().await;
-    let busybox = pull(&mut d.images().await, BUSYBOX).await;
-    let mut rt = d.runtime().await;
-    let pod = pod_config(&d, "pidtarget");
-    let pod_id = run_pod(&mut rt, &pod).await;
-    let a = container_config("a", &busybox, &["sleep", "1001"]);
-    let a_id = create_and_start(
-        &mut rt,
-        &pod_id,
-        &pod,
-        &with_modes(a, &pod, NamespaceMode::Container),
-    )
-    .await;
+    let Setup {
+        d,
+        mut rt,
+        busybox,
+        pod,
+        pod_id,
+        a_id,
+    } = setup("pidtarget", None, Some(NamespaceMode::Container)).await;
     let b = container_config("b", &busybox, &["sleep", "1002"]);
     let b_id = create_and_start(&mut rt, &pod_id, &pod, &with_target(b, &pod, &a_id)).await;
 
@@ -333,20 +363,10 @@ async fn pidns_node() {
     if !preflight("pidns_node", true) {
         return;
     }
-    let d = Daemon::start_with(Options::default()).await;
-    let busybox = pull(&mut d.images().await, BUSYBOX).await;
-    let mut rt = d.runtime().await;
-    let mut pod = pod_config(&d, "pidnode");
-    set_pod_modes(&mut pod, NamespaceMode::Node, NamespaceMode::Node);
-    let pod_id = run_pod(&mut rt, &pod).await;
-    let a = container_config("a", &busybox, &["sleep", "1001"]);
-    let a_id = create_and_start(
-        &mut rt,
-        &pod_id,
-        &pod,
-        &with_modes(a, &pod, NamespaceMode::Node),
-    )
-    .await;
+    let pod_modes = Some((NamespaceMode::Node, NamespaceMode::Node));
+    let Setup {
+        d, mut rt, a_id, ..
+    } = setup("pidnode", pod_modes, Some(NamespaceMode::Node)).await;
     for name in ["pid", "ipc", "net", "uts"] {
         assert_eq!(ns_of(&mut rt, &a_id, name).await, host_ns(name), "{name}");
     }

@@ -85,14 +85,9 @@ where
     let Some(error) = streams.error.take() else {
         return;
     };
-    let started = exec
-        .monitor
-        .exec_stream(&exec.container_id, exec.cmd.clone(), exec.stdin, exec.tty)
-        .await;
-    let mut process = match started {
+    let mut process = match exec.start().await {
         Ok(p) => p,
-        Err(e) => {
-            let msg = format!("starting the command: {e}");
+        Err(msg) => {
             let _ = error.writer.write(&protocol.failure_message(&msg)).await;
             let _ = error.writer.finish().await;
             return;

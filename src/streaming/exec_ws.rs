@@ -30,14 +30,10 @@ where
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
     let (mut sink, mut source) = ws.split();
-    let started = exec
-        .monitor
-        .exec_stream(&exec.container_id, exec.cmd.clone(), exec.stdin, exec.tty)
-        .await;
-    let mut process = match started {
+    let mut process = match exec.start().await {
         Ok(p) => p,
-        Err(e) => {
-            let msg = Protocol::V4.failure_message(&format!("starting the command: {e}"));
+        Err(msg) => {
+            let msg = Protocol::V4.failure_message(&msg);
             let _ = sink
                 .send(Message::binary(ws_frame(Channel::Error, &msg)))
                 .await;

@@ -54,6 +54,17 @@ pub struct Exec {
     pub stderr: bool,
 }
 
+impl Exec {
+    /// Starts the command through the pod's monitor; the error is what the client reads
+    /// on its error stream.
+    async fn start(&self) -> Result<crate::monitor::StreamingExec, String> {
+        self.monitor
+            .exec_stream(&self.container_id, self.cmd.clone(), self.stdin, self.tty)
+            .await
+            .map_err(|e| format!("starting the command: {e}"))
+    }
+}
+
 /// What a token stands for.
 #[derive(Debug, Clone)]
 enum Pending {
