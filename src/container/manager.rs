@@ -249,21 +249,40 @@ impl ContainerManager {
     /// for. The process starts when the client connects
     /// to the streaming URL, through the monitor returned here.
     pub fn check_exec(&self, req: &cri::ExecRequest) -> Result<MonitorClient> {
-        let rec = self.containers.get(&req.container_id)?;
+        if req.cmd.is_empty() {
+            return Err(Error::InvalidArgument(
+                "exec command must not be empty".into(),
+            ));
+        }
+        let streams = [req.stdin, req.stdout, req.stderr];
+        self.check_streaming(&req.container_id, streams, req.tty)
+    }
+
+    /// Checks an Attach request as [`Self::check_exec`] does; the container's own
+    /// stdin/tty settings decide the rest when the client connects.
+    pub fn check_attach(&self, req: &cri::AttachRequest) -> Result<MonitorClient> {
+        let streams = [req.stdin, req.stdout, req.stderr];
+        self.check_streaming(&req.container_id, streams, req.tty)
+    }
+
+    /// The rules kubelet's streaming server applies to both (stdin, stdout, stderr):
+    /// one at least, and no stderr with a tty (the terminal merges it into stdout).
+    fn check_streaming(&self, id: &str, streams: [bool; 3], tty: bool) -> Result<MonitorClient> {
+        let rec = self.containers.get(id)?;
         if rec.phase != ContainerPhase::Started || rec.exit.is_some() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 rec.id
             )));
         }
-        if req.cmd.is_empty() {
-            return Err(Error::InvalidArgument(
-                "exec command must not be empty".into(),
-            ));
-        }
-        if !(req.stdin || req.stdout || req.stderr) {
+        if !streams.contains(&true) {
             return Err(Error::InvalidArgument(
                 "one of stdin, stdout and stderr must be set".into(),
+            ));
+        }
+        if tty && streams[2] {
+            return Err(Error::InvalidArgument(
+                "tty and stderr cannot both be set".into(),
             ));
         }
         Ok(self.monitor(&rec))

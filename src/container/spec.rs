@@ -186,7 +186,7 @@ fn process(
 ) -> Result<Process, SpecError> {
     let image = input.image.config().as_ref();
     let mut p = Process::default();
-    p.set_terminal(Some(false));
+    p.set_terminal(Some(input.config.tty));
     p.set_console_size(None);
     p.set_args(Some(command(input.config, input.image)?));
     p.set_env(Some(environment(input)));
@@ -250,6 +250,10 @@ fn environment(input: &SpecInput) -> Vec<String> {
     let image_env = input.image.config().as_ref().and_then(|c| c.env().as_ref());
     for entry in image_env.into_iter().flatten() {
         set(entry.clone());
+    }
+    if input.config.tty {
+        // As containerd's WithTTY; the container's own env may still say otherwise.
+        set("TERM=xterm".into());
     }
     for kv in &input.config.envs {
         set(format!("{}={}", kv.key, kv.value));

@@ -13,7 +13,7 @@ use crate::container::manager::ContainerManager;
 use crate::error::Error;
 use crate::sandbox::manager::PodManager;
 use crate::stats::{self, Stats};
-use crate::streaming::{Exec, Network, PortForward, Streaming};
+use crate::streaming::{Command, Exec, Network, PortForward, Streaming};
 
 pub struct RuntimeApi {
     pods: Arc<PodManager>,
@@ -257,7 +257,7 @@ impl RuntimeService for RuntimeApi {
             let url = self.streaming.exec_url(Exec {
                 monitor,
                 container_id: req.container_id,
-                cmd: req.cmd,
+                command: Command::Run(req.cmd),
                 tty: req.tty,
                 stdin: req.stdin,
                 stdout: req.stdout,
@@ -268,8 +268,22 @@ impl RuntimeService for RuntimeApi {
         reply(r)
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        unimplemented("Attach (streaming)")
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        let req = req.into_inner();
+        let _span = span!("Attach", id = req.container_id).entered();
+        let r = self.containers.check_attach(&req).and_then(|monitor| {
+            let url = self.streaming.exec_url(Exec {
+                monitor,
+                container_id: req.container_id,
+                command: Command::Attach,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })?;
+            Ok(cri::AttachResponse { url })
+        });
+        reply(r)
     }
 
     async fn port_forward(

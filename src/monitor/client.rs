@@ -271,6 +271,8 @@ pub(super) fn unexpected(request: &'static str, got: &Resp) -> MonitorError {
         Resp::Exited(_) => "ContainerExited",
         Resp::ExecStarted(_) => "ExecStarted",
         Resp::ExecExited(_) => "ExecExited",
+        Resp::AttachStarted(_) => "AttachStarted",
+        Resp::AttachEnded(_) => "AttachEnded",
     };
     MonitorError::UnexpectedResponse { request, got }
 }

@@ -52,6 +52,7 @@ impl Fixture {
             log_path: self.log(id).to_string_lossy().into(),
             exit_file: self.exit_file(id).to_string_lossy().into(),
             max_log_line: 0,
+            ..Default::default()
         }
     }
 

@@ -1,37 +1,25 @@
 //! The pod's containers as the monitor sees them: the runtime handle, the lifecycle
-//! timestamps, the exit status and the output pipes copied into the CRI log.
+//! timestamps, the exit status and their stdio (`containers/stdio.rs`).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::log::{LineEncoder, Stream, now_timestamp};
+use super::attach::AttachFd;
+use super::log::Stream;
 use super::proto::{self, state::Status};
-use super::sys::{self, ReadOutcome};
+use super::sys;
 use super::{ExitRecord, MonitorError, now_ns};
 use crate::runtime::{self, CreateOptions, Created, ExecTarget};
 
+mod stdio;
+use stdio::{ContainerStdio, StdinOptions};
+
 /// Reads per wakeup of one pipe, so a chatty container cannot starve the others.
 const READS_PER_WAKEUP: usize = 8;
-
-struct Output {
-    pipe: File,
-    enc: LineEncoder,
-}
-
-struct ContainerLog {
-    /// `None` when the daemon gave no log path: output is read and dropped.
-    file: Option<File>,
-    /// Where `file` was opened, for ReopenContainerLog.
-    path: String,
-    outputs: [Option<Output>; 2],
-}
 
 pub struct Container {
     id: String,
@@ -45,7 +33,7 @@ pub struct Container {
     created_at: i64,
     started_at: i64,
     exit: Option<ExitRecord>,
-    log: ContainerLog,
+    stdio: ContainerStdio,
     /// What execs into it need, read on the first exec; dropped when it exits.
     exec_target: Option<ExecTarget>,
 }
@@ -67,24 +55,6 @@ fn not_found(id: &str) -> MonitorError {
     MonitorError::NotFound(format!("container {id:?} not found in this pod"))
 }
 
-fn open_log(path: &str) -> Result<Option<File>, MonitorError> {
-    if path.is_empty() {
-        return Ok(None);
-    }
-    let path = Path::new(path);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| MonitorError::io("creating", dir, e))?;
-    }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map(Some)
-        .map_err(|e| MonitorError::io("opening log", path, e))
-}
-
 impl Containers {
     pub fn create(
         &mut self,
@@ -102,27 +72,32 @@ impl Containers {
                 req.id
             )));
         }
-        let file = open_log(&req.log_path)?;
-        // Capped: the monitor holds up to this much per stream of each container.
-        let max_line = match req.max_log_line {
-            0 => super::log::MAX_LINE,
-            n => (n as usize).min(1 << 20),
+        let file = stdio::open_log(&req.log_path)?;
+        let opts = StdinOptions {
+            stdin: req.stdin,
+            stdin_once: req.stdin_once,
+            // Capped: the monitor holds up to this much per stream of each container.
+            max_line: match req.max_log_line {
+                0 => super::log::MAX_LINE,
+                n => (n as usize).min(1 << 20),
+            },
         };
-        let (out, err) = (sys::pipe()?, sys::pipe()?);
+        let mut opened = match req.tty {
+            true => stdio::console(),
+            false => stdio::pipes(req.stdin)?,
+        };
         let bundle = PathBuf::from(&req.bundle);
+        let runtime_stdio = std::mem::replace(&mut opened.runtime, runtime::Stdio::Console);
         let created = runtime::create(CreateOptions {
             id: &req.id,
             bundle: &bundle,
-            stdio: runtime::Stdio {
-                stdin: None,
-                stdout: out.write,
-                stderr: err.write,
-                terminal: false,
-            },
+            stdio: runtime_stdio,
             cgroup_root,
         });
         sys::trim_heap();
-        let created = created?;
+        let mut created = created?;
+        let master = created.console.take();
+        let stdio = ContainerStdio::new(file, req.log_path, opened, &opts, master)?;
         self.next_serial += 1;
         self.list.push(Container {
             id: req.id,
@@ -136,20 +111,7 @@ impl Containers {
             started_at: 0,
             exit: None,
             exec_target: None,
-            log: ContainerLog {
-                file,
-                path: req.log_path.clone(),
-                outputs: [
-                    Some(Output {
-                        pipe: out.read,
-                        enc: LineEncoder::with_max_line(Stream::Stdout, max_line),
-                    }),
-                    Some(Output {
-                        pipe: err.read,
-                        enc: LineEncoder::with_max_line(Stream::Stderr, max_line),
-                    }),
-                ],
-            },
+            stdio,
         });
         Ok(())
     }
@@ -202,9 +164,7 @@ impl Containers {
     /// container writes from now on goes to a new file. Only a running container's log
     /// is reopened; the CRI says no new file may appear after refusing.
     pub fn reopen_log(&mut self, id: &str) -> Result<(), MonitorError> {
-        let c = self.running_mut(id)?;
-        c.log.file = open_log(&c.log.path)?;
-        Ok(())
+        self.running_mut(id)?.stdio.reopen()
     }
 
     /// The container `id`, which must be running (exec, log reopen).
@@ -268,7 +228,7 @@ impl Containers {
             eprintln!("container {}: ending what its init left: {e}", c.id);
         }
         // Everything init wrote is in the pipes now; log it before reporting the exit.
-        c.drain_output();
+        c.stdio.drain();
         // The cgroup outlives init until Delete, so its OOM counter is still readable.
         let oom = runtime::oom_killed(&c.bundle, cgroup_root).unwrap_or_else(|e| {
             eprintln!("container {}: reading its OOM kills: {e}", c.id);
@@ -302,18 +262,63 @@ impl Containers {
 
     pub fn output_fds(&self) -> impl Iterator<Item = OutputFd<'_>> {
         self.list.iter().flat_map(|c| {
-            c.log.outputs.iter().flatten().map(|o| OutputFd {
-                fd: o.pipe.as_fd(),
+            c.stdio.readable().map(|(fd, stream)| OutputFd {
+                fd,
                 serial: c.serial,
-                stream: o.enc.stream(),
+                stream,
             })
         })
     }
 
-    /// Copies what a container wrote on `stream` into its log.
+    /// Copies what a container wrote on `stream` into its log and to its attachers.
     pub fn on_output(&mut self, serial: u64, stream: Stream, buf: &mut [u8]) {
         if let Some(c) = self.list.iter_mut().find(|c| c.serial == serial) {
-            c.log.copy(stream, buf, Some(READS_PER_WAKEUP));
+            c.stdio.copy(stream, buf, Some(READS_PER_WAKEUP));
+        }
+    }
+
+    /// Attaches connection `conn` to the running container `req.id`.
+    pub fn attach(
+        &mut self,
+        conn: u64,
+        req: &proto::Attach,
+    ) -> Result<(proto::AttachStarted, Vec<OwnedFd>), MonitorError> {
+        self.running_mut(&req.id)?.stdio.attach.attach(conn, req)
+    }
+
+    /// Every attacher fd to watch, with the container it belongs to.
+    pub fn attach_fds(&self) -> impl Iterator<Item = (u64, AttachFd<'_>)> {
+        self.list
+            .iter()
+            .flat_map(|c| c.stdio.attach.fds().map(|f| (c.serial, f)))
+    }
+
+    /// An attacher fd of container `serial` is ready.
+    pub fn on_attach(&mut self, serial: u64, watch: super::attach::Watch, buf: &mut [u8]) {
+        use super::attach::Watch;
+        let Some(c) = self.list.iter_mut().find(|c| c.serial == serial) else {
+            return;
+        };
+        let io = &mut c.stdio.attach;
+        match watch {
+            Watch::Input(conn) => io.on_input(conn, buf),
+            Watch::Output(conn, stream) => io.on_output_writable(conn, stream),
+            Watch::Stdin => io.on_stdin_writable(),
+        }
+    }
+
+    /// Connections whose attachment ended (each is owed AttachEnded).
+    pub fn ended_attaches(&mut self) -> Vec<u64> {
+        self.list
+            .iter_mut()
+            .flat_map(|c| c.stdio.attach.take_ended())
+            .collect()
+    }
+
+    /// Connection `conn` ended: its attacher, if any, goes.
+    pub fn detach(&mut self, conn: u64) {
+        for c in &mut self.list {
+            c.stdio.attach.drop_conn(conn);
         }
     }
 
@@ -350,69 +355,7 @@ impl Containers {
     }
 }
 
-impl Container {
-    /// Reads both pipes empty and closes them (see `ContainerLog::copy`).
-    fn drain_output(&mut self) {
-        let mut buf = [0u8; 8192];
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            self.log.copy(stream, &mut buf, None);
-            self.log.close(stream);
-        }
-    }
-}
-
-impl ContainerLog {
-    fn slot(stream: Stream) -> usize {
-        match stream {
-            Stream::Stdout => 0,
-            Stream::Stderr => 1,
-        }
-    }
-
-    /// Reads `stream` until it would block (or `limit` reads), encoding into the log
-    /// file. At end of stream the pipe is closed.
-    fn copy(&mut self, stream: Stream, buf: &mut [u8], limit: Option<usize>) {
-        let ContainerLog { file, outputs, .. } = self;
-        let Some(out) = outputs[Self::slot(stream)].as_mut() else {
-            return;
-        };
-        let mut encoded = Vec::new();
-        let mut eof = false;
-        for _ in 0..limit.unwrap_or(usize::MAX) {
-            match sys::read_some(&mut out.pipe, buf) {
-                ReadOutcome::Data(n) => out.enc.feed(&buf[..n], &now_timestamp(), &mut encoded),
-                ReadOutcome::WouldBlock => break,
-                ReadOutcome::Eof => {
-                    eof = true;
-                    break;
-                }
-            }
-            append(file, &mut encoded);
-        }
-        append(file, &mut encoded);
-        if eof {
-            self.close(stream);
-        }
-    }
-
-    /// Flushes an unterminated last line and stops reading `stream`.
-    fn close(&mut self, stream: Stream) {
-        if let Some(mut out) = self.outputs[Self::slot(stream)].take() {
-            let mut encoded = Vec::new();
-            out.enc.finish(&now_timestamp(), &mut encoded);
-            append(&mut self.file, &mut encoded);
-        }
-    }
-}
-
-/// Appends encoded lines to the log. A failing write (disk full) loses them but the pipe
-/// keeps being drained so the container never blocks on its output.
-fn append(file: &mut Option<File>, encoded: &mut Vec<u8>) {
-    if let (Some(f), false) = (file.as_mut(), encoded.is_empty()) {
-        let _ = f.write_all(encoded);
-    }
-    encoded.clear();
-}
-
+#[cfg(test)]
+mod attach_tests;
 #[cfg(test)]
 mod tests;

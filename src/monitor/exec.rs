@@ -75,13 +75,13 @@ impl Execs {
         let pid = runtime::exec(ExecOptions {
             target: req.target,
             args: req.args,
-            stdio: runtime::Stdio {
+            stdio: runtime::Stdio::Fds {
                 stdin: None,
                 stdout: out.write,
                 stderr: err.write,
-                terminal: false,
             },
-        })?;
+        })?
+        .pid;
         let capture = |pipe| Capture {
             pipe: Some(pipe),
             data: Vec::new(),

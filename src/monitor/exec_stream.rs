@@ -21,7 +21,8 @@ pub struct Started {
     pub fds: Vec<OwnedFd>,
 }
 
-/// Forks `args` in the container with stdio on fresh pipes, or on a pty for `tty`.
+/// Forks `args` in the container with stdio on fresh pipes, or for `tty` on a pty the
+/// runtime allocates inside the container (its master is the one fd handed back).
 pub fn spawn(
     target: &ExecTarget,
     args: &[String],
@@ -31,30 +32,24 @@ pub fn spawn(
     if args.is_empty() {
         return Err(MonitorError::InvalidArgument("exec needs a command".into()));
     }
-    let (stdio, fds) = if tty { pty()? } else { pipes(stdin)? };
-    let pid = runtime::exec(ExecOptions {
+    let (stdio, mut fds) = if tty {
+        (runtime::Stdio::Console, Vec::new())
+    } else {
+        pipes(stdin)?
+    };
+    let spawned = runtime::exec(ExecOptions {
         target,
         args,
         stdio,
     })?;
-    Ok(Started { pid, fds })
-}
-
-/// A pty: its slave on the child's 0..2, its (non-blocking) master for the daemon.
-fn pty() -> Result<(runtime::Stdio, Vec<OwnedFd>), MonitorError> {
-    let pty = nix::pty::openpty(None, None).map_err(MonitorError::sys("openpty"))?;
-    sys::set_nonblocking(&pty.master)?;
-    let dup = |fd: &OwnedFd| {
-        fd.try_clone()
-            .map_err(|e| MonitorError::Internal(format!("dup of the pty slave: {e}")))
-    };
-    let stdio = runtime::Stdio {
-        stdin: Some(dup(&pty.slave)?),
-        stdout: dup(&pty.slave)?,
-        stderr: pty.slave,
-        terminal: true,
-    };
-    Ok((stdio, vec![pty.master]))
+    if let Some(master) = spawned.console {
+        sys::set_nonblocking(&master)?;
+        fds.push(master);
+    }
+    Ok(Started {
+        pid: spawned.pid,
+        fds,
+    })
 }
 
 /// Pipes: the stdin write end (if asked), the stdout and stderr read ends for the daemon.
@@ -69,11 +64,10 @@ fn pipes(stdin: bool) -> Result<(runtime::Stdio, Vec<OwnedFd>), MonitorError> {
         (None, None)
     };
     let (out, err) = (sys::pipe()?, sys::pipe()?);
-    let stdio = runtime::Stdio {
+    let stdio = runtime::Stdio::Fds {
         stdin: child_in,
         stdout: out.write,
         stderr: err.write,
-        terminal: false,
     };
     let mut fds: Vec<OwnedFd> = our_in.into_iter().collect();
     fds.push(OwnedFd::from(out.read));

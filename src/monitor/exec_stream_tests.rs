@@ -54,7 +54,7 @@ async fn exec_stream_hands_over_stdio_reports_the_exit_and_dies_with_its_client(
     stdin.write_all(b"hello\n").unwrap();
     drop(stdin);
     assert_eq!(exec.wait().await.unwrap(), 3);
-    let out = exec.stdout.try_clone().unwrap();
+    let out = exec.stdout.as_ref().unwrap().try_clone().unwrap();
     let err = exec.stderr.as_ref().unwrap().try_clone().unwrap();
     drop(exec);
     assert_eq!(drain(out), "got hello\n");

@@ -12,6 +12,7 @@
 //!     └──────── MonitorClient: frames over monitor.sock ────────┘
 //! ```
 
+mod attach;
 mod client;
 mod conn;
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The monitor's event loop: one `poll` over the listening socket, client connections,
-//! container and exec output pipes and a SIGCHLD signalfd, with exec deadlines and the
+//! container and exec output pipes, attachers' pipes and a SIGCHLD signalfd, with exec deadlines and the
 //! shutdown grace period as the only timers.
 
 use std::io::{self, Write};
@@ -14,10 +14,11 @@ use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 use prost::Message;
 
+use super::attach::Watch;
 use super::conn::Conn;
 use super::containers::Containers;
 use super::exec::{ExecRequest, Execs};
-use super::exec_stream::{self, StreamExecs};
+use super::exec_stream::StreamExecs;
 use super::frame::{self, FrameReader, MAX_REQUEST};
 use super::log::Stream;
 use super::podinit::PodInit;
@@ -25,6 +26,8 @@ use super::proto::{self, request::Kind as Req, response::Kind as Resp};
 use super::sys::{self};
 use super::{MonitorArgs, MonitorError, PID_NAME, SOCKET_NAME};
 use crate::error::{Classify, Kind};
+
+mod streams;
 
 /// Connections beyond this are closed at once (the daemon uses a handful at most).
 const MAX_CONNS: usize = 64;
@@ -80,6 +83,8 @@ enum Token {
     Conn(u64),
     Log(u64, Stream),
     Exec(Pid, Stream),
+    /// An attacher's pipe, or the stdin, of the container with this serial.
+    Attach(u64, Watch),
 }
 
 struct Shutdown {
@@ -112,6 +117,10 @@ impl Monitor {
                 self.dispatch(token, events, &mut buf);
             }
             self.execs.expire(Instant::now());
+            for conn in self.containers.ended_attaches() {
+                self.respond(conn, Resp::AttachEnded(proto::AttachEnded {}));
+                self.resume(conn);
+            }
             self.conns.retain(|c| !c.finished());
             if self.shutdown_due() {
                 self.finish_shutdown();
@@ -149,6 +158,14 @@ impl Monitor {
         for o in self.execs.output_fds() {
             fds.push(PollFd::new(o.fd, PollFlags::POLLIN));
             tokens.push(Token::Exec(o.pid, o.stream));
+        }
+        for (serial, a) in self.containers.attach_fds() {
+            let ev = match a.watch.writable() {
+                true => PollFlags::POLLOUT,
+                false => PollFlags::POLLIN,
+            };
+            fds.push(PollFd::new(a.fd, ev));
+            tokens.push(Token::Attach(serial, a.watch));
         }
         match poll(&mut fds, self.timeout()) {
             Ok(_) => {}
@@ -193,6 +210,7 @@ impl Monitor {
             }
             Token::Log(serial, stream) => self.containers.on_output(serial, stream, buf),
             Token::Exec(pid, stream) => self.execs.on_output(pid, stream, buf),
+            Token::Attach(serial, watch) => self.containers.on_attach(serial, watch, buf),
         }
     }
 
@@ -293,6 +311,7 @@ impl Monitor {
         }
         if c.eof || c.dead {
             self.stream_execs.hang_up(id);
+            self.containers.detach(id);
         }
         self.process_frames(id);
     }
@@ -324,13 +343,15 @@ impl Monitor {
 
     fn handle(&mut self, conn: u64, req: proto::Request) {
         let result = match req.kind {
-            Some(Req::Create(_) | Req::Start(_) | Req::ExecSync(_) | Req::ExecStream(_))
-                if self.shutdown.is_some() =>
-            {
-                Err(MonitorError::FailedPrecondition(
-                    "the monitor is shutting down".into(),
-                ))
-            }
+            Some(
+                Req::Create(_)
+                | Req::Start(_)
+                | Req::ExecSync(_)
+                | Req::ExecStream(_)
+                | Req::Attach(_),
+            ) if self.shutdown.is_some() => Err(MonitorError::FailedPrecondition(
+                "the monitor is shutting down".into(),
+            )),
             None => Err(MonitorError::InvalidArgument("empty request".into())),
             Some(Req::Ping(_)) => Ok(Some(Resp::Pong(proto::Pong {
                 pid: i32::try_from(std::process::id()).unwrap_or(0),
@@ -341,6 +362,7 @@ impl Monitor {
             Some(Req::State(s)) => self.containers.state(&s.id).map(|st| Some(Resp::State(st))),
             Some(Req::ExecSync(e)) => self.exec_sync(conn, e).map(|()| None),
             Some(Req::ExecStream(e)) => self.exec_stream(conn, e).map(|()| None),
+            Some(Req::Attach(a)) => self.attach(conn, &a).map(|()| None),
             Some(Req::Delete(d)) => self.containers.delete(&d.id, &self.cgroup_root).map(ok),
             Some(Req::ReopenLog(r)) => self.containers.reopen_log(&r.id).map(ok),
             Some(Req::Subscribe(_)) => {
@@ -382,25 +404,6 @@ impl Monitor {
             timeout,
             conn,
         })
-    }
-
-    /// Starts a streaming exec and hands its stdio to the daemon on `conn`.
-    fn exec_stream(&mut self, conn: u64, req: proto::ExecStream) -> Result<(), MonitorError> {
-        let target = self.containers.exec_target(&req.id, &self.cgroup_root)?;
-        let started = exec_stream::spawn(target, &req.args, req.stdin, req.tty)?;
-        self.stream_execs.add(started.pid, conn);
-        let pid = started.pid.as_raw();
-        let frame = frame::encode(&proto::Response {
-            kind: Some(Resp::ExecStarted(proto::ExecStarted { pid })),
-        });
-        let sent = self.conn_mut(conn).map(|c| {
-            c.streaming = true;
-            exec_stream::send_with_fds(&c.stream, &frame, &started.fds)
-        });
-        if !matches!(sent, Some(Ok(()))) {
-            self.stream_execs.hang_up(conn);
-        }
-        Ok(())
     }
 
     fn respond(&mut self, conn: u64, kind: Resp) {

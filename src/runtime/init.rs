@@ -12,7 +12,7 @@ use super::executable::Program;
 use super::namespaces::{self, NamespacePlan};
 use super::seccomp::Filter;
 use super::sync::{Channel, Message};
-use super::{RuntimeError, Stdio, io_err, lsm, rlimits, rootfs, stdio, sys_err, user};
+use super::{RuntimeError, Stdio, console, io_err, lsm, rlimits, rootfs, stdio, sys_err, user};
 
 pub(super) struct InitArgs<'a> {
     pub spec: &'a Spec,
@@ -74,6 +74,7 @@ struct PrepareArgs<'a, 'b> {
 }
 
 fn prepare(a: PrepareArgs<'_, '_>) -> Result<ReadyToExec, RuntimeError> {
+    let console = a.stdio.is_console();
     stdio::install(a.stdio)?;
     // Nothing of the caller's (other containers' pipes, the monitor's sockets) stays
     // open while init waits to be started; this process never returns, so no owner of
@@ -98,10 +99,17 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<ReadyToExec, RuntimeError> {
             write_sysctl(key, value)?;
         }
     }
-    rootfs::finalize(a.spec)?;
     let Some(process) = a.spec.process() else {
         return Err(RuntimeError::Init("spec has no process".into()));
     };
+    if console {
+        // In the new root, before anything is made read-only: /dev/console is bound.
+        let pty = console::open_pty()?;
+        pty.mount_as_dev_console()?;
+        a.sync.send_console(&pty.master)?;
+        pty.install(process.user().uid(), process.user().gid())?;
+    }
+    rootfs::finalize(a.spec)?;
     let seccomp = a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     prepare_process(process, seccomp.map(Filter::compile).transpose()?)
 }

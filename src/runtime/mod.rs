@@ -15,11 +15,11 @@
 //! protocol), `init` (the container init's steps), `namespaces`, `rootfs` + `mounts` +
 //! `paths` + `devices` + `cgroupfs` (the filesystem view), `user` + `capabilities` +
 //! `rlimits` (identity and limits), `seccomp` (the syscall filter), `executable`
-//! (argv/env/$PATH), `stdio` (fds),
+//! (argv/env/$PATH), `stdio` (fds), `console` (a pty inside the container),
 //! `bundle` (config.json), `cgroups` (v1/v2 managers, shared with the daemon).
 //!
 //! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp
-//! notification agents (`SCMP_ACT_NOTIFY`, rejected), AppArmor/SELinux labels, terminals (`process.terminal`), hooks, cgroup v2 device
+//! notification agents (`SCMP_ACT_NOTIFY`, rejected), AppArmor/SELinux labels, hooks, cgroup v2 device
 //! rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
 
 pub mod cgroups;
@@ -77,15 +77,25 @@ impl crate::error::Classify for RuntimeError {
     }
 }
 
-/// File descriptors that become the container process's fd 0, 1, 2.
-/// `None` for stdin means /dev/null.
-pub struct Stdio {
-    pub stdin: Option<OwnedFd>,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    /// stdin is a terminal's slave side: the process gets a session of its own with it
-    /// as the controlling terminal (setsid + TIOCSCTTY), as a shell expects.
-    pub terminal: bool,
+/// What becomes a container process's fd 0, 1, 2.
+pub enum Stdio {
+    /// These fds; `None` for stdin means /dev/null.
+    Fds {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A pty allocated inside the container (`console.rs`): its slave on all three and
+    /// as the controlling terminal of a session of its own; its master is handed back
+    /// ([`Created::console`], [`Spawned::console`]). For `create`, the spec's
+    /// `process.terminal` must say so too, as runc's `--console-socket` requires.
+    Console,
+}
+
+impl Stdio {
+    fn is_console(&self) -> bool {
+        matches!(self, Stdio::Console)
+    }
 }
 
 pub struct CreateOptions<'a> {
@@ -100,13 +110,19 @@ pub struct CreateOptions<'a> {
 /// makes init exit with status 1 without running the program.
 pub struct Created {
     pub pid: Pid,
+    /// The terminal's master, for [`Stdio::Console`].
+    pub console: Option<OwnedFd>,
     /// Closing or writing to this releases the init process to exec the user program.
     start: OwnedFd,
 }
 
 impl Created {
-    pub fn new(pid: Pid, start: OwnedFd) -> Self {
-        Created { pid, start }
+    pub fn new(pid: Pid, start: OwnedFd, console: Option<OwnedFd>) -> Self {
+        Created {
+            pid,
+            console,
+            start,
+        }
     }
 
     /// Lets init exec the user program. Returns once init has been signalled; a failure
@@ -116,7 +132,15 @@ impl Created {
     }
 }
 
-/// A process to run inside an existing container (ExecSync today; exec with tty later).
+/// A process started in a running container by [`exec`].
+pub struct Spawned {
+    /// A child of the caller, whose exit status is the exec'd program's.
+    pub pid: Pid,
+    /// The terminal's master, for [`Stdio::Console`].
+    pub console: Option<OwnedFd>,
+}
+
+/// A process to run inside an existing container (ExecSync, streaming exec).
 pub struct ExecOptions<'a> {
     /// The running container, prepared once by [`ExecTarget::prepare`].
     pub target: &'a ExecTarget,
@@ -135,6 +159,9 @@ mod bundle;
 mod capabilities;
 mod cgroupfs;
 mod child;
+mod console;
+#[cfg(test)]
+mod console_tests;
 mod devices;
 mod executable;
 mod idmap;
@@ -159,9 +186,8 @@ pub fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
     process::create(opts)
 }
 
-/// Starts `args` inside the running container. Returns a pid that is a child of the
-/// caller, whose exit status is the exec'd program's.
-pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
+/// Starts `args` inside the running container.
+pub fn exec(opts: ExecOptions<'_>) -> Result<Spawned, RuntimeError> {
     process::exec(opts)
 }
 

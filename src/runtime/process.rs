@@ -19,13 +19,14 @@ use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
 use super::cgroups::{self, CgroupManager};
 use super::child::{exit_now, fork_child};
+use super::console::{self, Console};
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
 use super::seccomp::Filter;
 use super::signals;
 use super::stdio::{self, above_stdio};
 use super::sync::{self, Channel, Message};
-use super::{CreateOptions, Created, ExecOptions, RuntimeError, Stdio, sys_err};
+use super::{CreateOptions, Created, ExecOptions, RuntimeError, Spawned, Stdio, sys_err};
 
 pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
     let bundle = Bundle::load(opts.bundle)?;
@@ -36,6 +37,13 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
         .and_then(|l| l.namespaces().as_deref());
     let ns = namespaces::plan(spec_ns.unwrap_or_default(), &bundle.dir)?;
     bundle.warn_unsupported(opts.id);
+    let terminal = bundle.process().terminal() == Some(true);
+    if terminal != opts.stdio.is_console() {
+        return Err(RuntimeError::InvalidSpec {
+            bundle: bundle.dir.clone(),
+            message: "process.terminal must match whether the caller takes a console".into(),
+        });
+    }
     let cgroup = bundle.cgroup(opts.cgroup_root)?;
     let cgroup_path = bundle.cgroup_path();
     let (mut sync, child_sync) = sync::channel()?;
@@ -68,9 +76,9 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
     reap(intermediate);
     let init_pid = Pid::from_raw(init_pid?);
     match configure_init(init_pid, cgroup.as_deref(), &bundle, &mut sync) {
-        Ok(()) => {
+        Ok(console) => {
             tracing::debug!(id = opts.id, pid = %init_pid, "container created");
-            Ok(Created::new(init_pid, start_tx))
+            Ok(Created::new(init_pid, start_tx, console))
         }
         Err(e) => {
             rollback(init_pid, cgroup.as_deref());
@@ -109,13 +117,14 @@ fn create_intermediate(joins: &[Join], new: CloneFlags, args: InitArgs<'_>) -> !
     }
 }
 
-/// Caller side, once init exists: cgroup, then let init set itself up and wait for it.
+/// Caller side, once init exists: cgroup, then let init set itself up and wait for it
+/// (and for its terminal's master, when it has one).
 fn configure_init(
     init_pid: Pid,
     cgroup: Option<&dyn CgroupManager>,
     bundle: &Bundle,
     sync: &mut Channel,
-) -> Result<(), RuntimeError> {
+) -> Result<Option<OwnedFd>, RuntimeError> {
     if let Some(cg) = cgroup {
         cg.create()?;
         let resources = bundle
@@ -129,7 +138,11 @@ fn configure_init(
         cg.add_process(init_pid)?;
     }
     sync.send(&Message::Continue)?;
-    sync.expect(Message::Ready, "init")
+    if bundle.process().terminal() == Some(true) {
+        sync.expect(Message::Console, "init")?;
+    }
+    sync.expect(Message::Ready, "init")?;
+    Ok(sync.take_console())
 }
 
 /// Undoes a half-made container; keeps going on errors, which are only logged since the
@@ -242,10 +255,11 @@ impl ExecTarget {
     }
 }
 
-pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
+pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Spawned, RuntimeError> {
     let target = opts.target;
     let mut process = target.process.clone();
     process.set_args(Some(opts.args.to_vec()));
+    process.set_terminal(Some(opts.stdio.is_console()));
     let (mut sync, child_sync) = sync::channel()?;
     // One fork, born in the container's pid namespace, instead of an intermediate that
     // joins it and forks again: the guard points this thread's next child there and
@@ -263,39 +277,74 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Pid, RuntimeError> {
     };
     drop(child_sync);
     drop(opts.stdio);
-    // The child's end closes once it is set up (it keeps only stdio into the command).
-    let failure = match sync.recv() {
-        Ok(None) => return Ok(child),
-        Ok(Some(Message::Error(text))) => RuntimeError::Init(text),
-        Ok(Some(other)) => RuntimeError::Init(format!("exec: unexpected {other:?}")),
-        Err(e) => e,
-    };
-    let _ = kill(child, Signal::SIGKILL);
-    reap(child);
-    Err(failure)
+    match exec_setup_result(&mut sync, process.terminal() == Some(true)) {
+        Ok(console) => Ok(Spawned {
+            pid: child,
+            console,
+        }),
+        Err(e) => {
+            let _ = kill(child, Signal::SIGKILL);
+            reap(child);
+            Err(e)
+        }
+    }
+}
+
+/// The child's end closes once it is set up (it keeps only stdio into the command),
+/// after sending its terminal's master if it has one.
+fn exec_setup_result(sync: &mut Channel, console: bool) -> Result<Option<OwnedFd>, RuntimeError> {
+    if console {
+        sync.expect(Message::Console, "exec")?;
+    }
+    match sync.recv()? {
+        None => Ok(sync.take_console()),
+        Some(Message::Error(text)) => Err(RuntimeError::Init(text)),
+        Some(other) => Err(RuntimeError::Init(format!("exec: unexpected {other:?}"))),
+    }
 }
 
 /// The exec'd process before it runs the command: it moves itself into the container's
 /// cgroup (cheaper than being moved: see `CgroupManager::open_self_join`), then joins
-/// the container's namespaces.
+/// the container's namespaces, whose devpts its terminal (if any) comes from.
 fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: Stdio) -> ! {
-    let setup = || -> Result<(), RuntimeError> {
+    let setup = |sync: &mut Channel| -> Result<Option<Console>, RuntimeError> {
         signals::reset()?;
         cgroups::join_self(&target.cgroup)?;
-        namespaces::enter(&target.joins, CloneFlags::empty())
+        namespaces::enter(&target.joins, CloneFlags::empty())?;
+        if !stdio.is_console() {
+            return Ok(None);
+        }
+        let pty = console::open_pty()?;
+        sync.send_console(&pty.master)?;
+        Ok(Some(pty))
     };
-    if let Err(e) = setup() {
-        let _ = sync.send(&Message::Error(e.to_string()));
-        exit_now(1);
-    }
+    let console = match setup(&mut sync) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sync.send(&Message::Error(e.to_string()));
+            exit_now(1);
+        }
+    };
     drop(sync);
-    exec_process(process, target.seccomp.as_ref(), stdio)
+    exec_process(process, target.seccomp.as_ref(), stdio, console)
 }
 
 /// The exec'd process inside the container. Its failures go to its own stderr with exit
 /// code 127, as a shell reports a command it cannot run.
-fn exec_process(process: &Process, seccomp: Option<&Filter>, stdio: Stdio) -> ! {
-    if stdio::install(stdio).is_err() || stdio::close_all_except(&[]).is_err() {
+fn exec_process(
+    process: &Process,
+    seccomp: Option<&Filter>,
+    stdio: Stdio,
+    console: Option<Console>,
+) -> ! {
+    let user = process.user();
+    let installed = stdio::install(stdio)
+        .and_then(|()| match console {
+            Some(c) => c.install(user.uid(), user.gid()),
+            None => Ok(()),
+        })
+        .and_then(|()| stdio::close_all_except(&[]));
+    if installed.is_err() {
         exit_now(127);
     }
     match init::prepare_process(process, seccomp.cloned()) {

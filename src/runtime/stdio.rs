@@ -2,7 +2,6 @@
 //! execve.
 #![allow(unsafe_code)]
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -17,39 +16,36 @@ pub(super) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, RuntimeError> {
         .map_err(|e| io_err("dup", Path::new("fd"), e))
 }
 
-/// In the child: makes the given fds its 0, 1 and 2 (stdin defaults to /dev/null).
+/// In the child: makes the given fds its 0, 1 and 2 (stdin defaults to /dev/null). A
+/// console comes later, once the container's devpts is reachable: until then all three
+/// are /dev/null.
 pub(super) fn install(stdio: Stdio) -> Result<(), RuntimeError> {
-    let stdin = match stdio.stdin {
-        Some(fd) => fd,
-        None => {
-            let null = Path::new("/dev/null");
-            File::open(null)
-                .map_err(|e| io_err("open", null, e))?
-                .into()
-        }
+    let (stdin, stdout, stderr) = match stdio {
+        Stdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+        } => (stdin, Some(stdout), Some(stderr)),
+        Stdio::Console => (None, None, None),
     };
     // Move all three out of 0..2 first: one of them may already sit on a target number.
-    let stdin = above_stdio(stdin)?;
-    let stdout = above_stdio(stdio.stdout)?;
-    let stderr = above_stdio(stdio.stderr)?;
+    let stdin = above_stdio(stdin.map_or_else(null, Ok)?)?;
+    let stdout = above_stdio(stdout.map_or_else(null, Ok)?)?;
+    let stderr = above_stdio(stderr.map_or_else(null, Ok)?)?;
     dup2_stdin(&stdin).map_err(sys_err("dup2 stdin"))?;
     dup2_stdout(&stdout).map_err(sys_err("dup2 stdout"))?;
     dup2_stderr(&stderr).map_err(sys_err("dup2 stderr"))?;
-    if stdio.terminal {
-        controlling_terminal()?;
-    }
     Ok(())
 }
 
-nix::ioctl_write_int_bad!(tiocsctty, libc::TIOCSCTTY);
-
-/// In the child: a new session whose controlling terminal is fd 0.
-fn controlling_terminal() -> Result<(), RuntimeError> {
-    nix::unistd::setsid().map_err(sys_err("setsid"))?;
-    // SAFETY: TIOCSCTTY on fd 0 takes an int argument (0: do not steal) and touches no
-    // memory of ours.
-    unsafe { tiocsctty(0, 0) }.map_err(sys_err("ioctl(TIOCSCTTY)"))?;
-    Ok(())
+fn null() -> Result<OwnedFd, RuntimeError> {
+    let null = Path::new("/dev/null");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(null)
+        .map_err(|e| io_err("open", null, e))?;
+    Ok(file.into())
 }
 
 /// Marks every fd above 2 close-on-exec, so nothing the caller had open (the monitor's

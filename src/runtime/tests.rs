@@ -18,12 +18,12 @@ use oci_spec::runtime::{
 
 use super::*;
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "sleep", "id", "hostname", "ls", "grep", "wc",
+pub(super) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(super) const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "sleep", "id", "hostname", "ls", "grep", "wc", "tty", "test",
 ];
 
-fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
+pub(super) fn write_bundle(dir: &Path, args: &[&str], cgroup: &str) -> PathBuf {
     let bundle = dir.join(cgroup.rsplit('/').next().unwrap());
     std::fs::create_dir_all(&bundle).unwrap();
     let mut spec = Spec::default();
@@ -118,28 +118,27 @@ fn device_rules() -> Vec<LinuxDeviceCgroup> {
 }
 
 /// A pipe whose write end becomes the process's stdout and stderr.
-fn piped_stdio() -> (std::io::PipeReader, Stdio) {
+pub(super) fn piped_stdio() -> (std::io::PipeReader, Stdio) {
     let (reader, writer) = std::io::pipe().unwrap();
     let stdout: OwnedFd = writer.into();
     let stderr = stdout.try_clone().unwrap();
     (
         reader,
-        Stdio {
+        Stdio::Fds {
             stdin: None,
             stdout,
             stderr,
-            terminal: false,
         },
     )
 }
 
-fn read_all(mut reader: std::io::PipeReader) -> String {
+pub(super) fn read_all(mut reader: std::io::PipeReader) -> String {
     let mut out = String::new();
     reader.read_to_string(&mut out).unwrap();
     out
 }
 
-fn wait_exit(pid: Pid) -> i32 {
+pub(super) fn wait_exit(pid: Pid) -> i32 {
     match waitpid(pid, None).unwrap() {
         WaitStatus::Exited(_, code) => code,
         WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
@@ -147,7 +146,7 @@ fn wait_exit(pid: Pid) -> i32 {
     }
 }
 
-fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+pub(super) fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     ["cpu", "memory", "pids", "cpuset", "systemd"]
         .iter()
         .map(|c| Path::new(CGROUP_ROOT).join(c).join(parent))
@@ -274,9 +273,9 @@ fn exec_in_running_container(dir: &Path, parent: &str) {
             args: &args,
             stdio,
         };
-        let pid = exec(opts).unwrap_or_else(|e| panic!("exec: {e}"));
+        let spawned = exec(opts).unwrap_or_else(|e| panic!("exec: {e}"));
         let out = read_all(reader);
-        (wait_exit(pid), out)
+        (wait_exit(spawned.pid), out)
     };
     let (code, out) = run(&[
         "sh",

@@ -1,6 +1,7 @@
-//! Exec over SPDY: the client opens one stream per `streamType` (error always, then
-//! stdin, stdout, stderr as it asked); once they are all there the pod's monitor starts
-//! the process and hands back its stdio pipes, and the bytes are relayed here. The exit
+//! Exec and attach over SPDY: the client opens one stream per `streamType` (error
+//! always, then stdin, stdout, stderr as it asked); once they are all there the pod's
+//! monitor starts the process (or attaches) and hands back the stdio pipes, and the
+//! bytes are relayed here. The exit
 //! goes on the error stream in the negotiated protocol's form. If the client goes away
 //! first, dropping the monitor connection makes the monitor kill the process.
 
@@ -95,13 +96,10 @@ where
     };
     tracing::debug!(container = %exec.container_id, pid = process.pid, "exec started");
     let stdin = process.stdin.take();
-    if let (true, Some(s)) = (exec.tty, streams.resize.take()) {
-        match process.stdout.try_clone() {
-            Ok(master) => drop(tokio::spawn(resizes(s.reader, master))),
-            Err(e) => tracing::warn!(error = %e, "no terminal resizes"),
-        }
+    if let (Some(master), Some(s)) = (process.resize.take(), streams.resize.take()) {
+        tokio::spawn(resizes(s.reader, master));
     }
-    let relays = relay(&mut streams, stdin, &mut process, exec.tty);
+    let relays = relay(&mut streams, stdin, &mut process);
     // The client going away ends `incoming`: the process then dies with the monitor
     // connection, dropped with `process`.
     let gone = async {
@@ -124,47 +122,43 @@ where
     }
 }
 
-/// Copies stdin in and stdout/stderr out until the process's output ends, then waits
-/// for its exit code. A pty master is no FIFO, and already non-blocking.
+/// Copies stdin in and stdout/stderr out until the output ends, then waits for the
+/// exit code (an attachment's end).
 async fn relay(
     streams: &mut Streams,
     stdin: Option<OwnedFd>,
     process: &mut crate::monitor::StreamingExec,
-    tty: bool,
 ) -> Result<i32, String> {
     let pipes = |e: std::io::Error| format!("relaying the process's stdio: {e}");
-    let out = receiver(&process.stdout, tty).map_err(pipes)?;
-    let err = match &process.stderr {
-        Some(fd) => Some(receiver(fd, tty).map_err(pipes)?),
-        None => None,
-    };
+    let pty = process.pty;
+    let out = process.stdout.as_ref().map(|fd| receiver(fd, pty));
+    let err = process.stderr.as_ref().map(|fd| receiver(fd, pty));
+    let (out, err) = (
+        out.transpose().map_err(pipes)?,
+        err.transpose().map_err(pipes)?,
+    );
     if let (Some(fd), Some(s)) = (stdin, streams.stdin.take()) {
-        tokio::spawn(copy_in(s.reader, sender(fd, tty).map_err(pipes)?));
+        tokio::spawn(copy_in(s.reader, sender(fd, pty).map_err(pipes)?));
     }
     let to_out = streams.stdout.take().map(|s| s.writer);
     let to_err = streams.stderr.take().map(|s| s.writer);
-    let errors = async {
-        if let Some(err) = err {
-            copy_out(err, to_err).await;
-        }
-    };
-    tokio::join!(copy_out(out, to_out), errors);
+    tokio::join!(copy_out(out, to_out), copy_out(err, to_err));
     process.wait().await.map_err(|e| e.to_string())
 }
 
 /// A reader of a copy of `fd`: a pipe's read end, or a pty master (no FIFO, and
 /// already non-blocking).
-pub(super) fn receiver(fd: &OwnedFd, tty: bool) -> std::io::Result<pipe::Receiver> {
+pub(super) fn receiver(fd: &OwnedFd, pty: bool) -> std::io::Result<pipe::Receiver> {
     let fd = fd.try_clone()?;
-    match tty {
+    match pty {
         true => pipe::Receiver::from_owned_fd_unchecked(fd),
         false => pipe::Receiver::from_owned_fd(fd),
     }
 }
 
 /// A writer of `fd`: a pipe's write end, or a pty master.
-pub(super) fn sender(fd: OwnedFd, tty: bool) -> std::io::Result<pipe::Sender> {
-    match tty {
+pub(super) fn sender(fd: OwnedFd, pty: bool) -> std::io::Result<pipe::Sender> {
+    match pty {
         true => pipe::Sender::from_owned_fd_unchecked(fd),
         false => pipe::Sender::from_owned_fd(fd),
     }
@@ -213,10 +207,13 @@ async fn copy_in(mut from: StreamReader, mut to: pipe::Sender) {
 }
 
 /// Copies a pipe to a stream (or discards it when the client did not ask for it).
-async fn copy_out(mut from: pipe::Receiver, to: Option<StreamWriter>) {
+/// Without a pipe the stream just ends.
+async fn copy_out(mut from: Option<pipe::Receiver>, to: Option<StreamWriter>) {
     let mut buf = vec![0u8; CHUNK];
     let mut to = to;
-    while let Ok(n @ 1..) = from.read(&mut buf).await {
+    while let Some(from) = &mut from
+        && let Ok(n @ 1..) = from.read(&mut buf).await
+    {
         if let Some(w) = &to
             && w.write(&buf[..n]).await.is_err()
         {

@@ -1,6 +1,6 @@
-//! Exec over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): every binary
-//! message's first byte names its stream (`remotecommand::Channel`). The process starts
-//! at once; stdout and stderr go out on channels 1 and 2, channel 0 feeds stdin (v5's
+//! Exec and attach over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): every
+//! binary message's first byte names its stream (`remotecommand::Channel`). The process
+//! starts (or the attachment begins) at once; stdout and stderr go out on channels 1 and 2, channel 0 feeds stdin (v5's
 //! close message on 255 ends it), 4 carries resizes, and the exit goes on 3 as v4's
 //! Status. A client that goes away ends the relay, and the process with it.
 
@@ -24,7 +24,7 @@ pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const CHUNK: usize = 32 * 1024;
 
 /// Serves one exec on an upgraded WebSocket connection.
-pub async fn run<IO>(io: IO, exec: Exec, v5: bool, idle: Duration)
+pub async fn run<IO>(io: IO, exec: Exec, idle: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -54,7 +54,7 @@ where
         };
         let _ = sink.send(Message::Close(Some(normal))).await;
     });
-    let input = Input::new(process.stdin.take(), &process.stdout, exec.tty);
+    let input = Input::new(process.stdin.take(), process.resize.take(), process.pty);
     let reader = async {
         let mut input = input;
         loop {
@@ -66,22 +66,16 @@ where
         }
     };
     let relay = async {
-        let code = output(&mut process, exec.tty, exec.stdout, exec.stderr, &out_tx).await;
+        let code = output(&mut process, exec.stdout, exec.stderr, &out_tx).await;
         let status = match code {
             Ok(code) => Protocol::V4.exit_message(code),
             Err(e) => Protocol::V4.failure_message(&e),
         };
+        // The channels end with the connection's normal close: client-go reads them
+        // to that end, and a server's close message (255) is only for clients to send.
         let _ = out_tx
             .send(Message::binary(ws_frame(Channel::Error, &status)))
             .await;
-        if v5 {
-            // client-go reads each channel to its end: v5 marks it, v4 has only the
-            // connection's normal close.
-            for ch in [Channel::Stdout, Channel::Stderr, Channel::Error] {
-                let closed = ws_frame(Channel::Close, &[ch as u8]);
-                let _ = out_tx.send(Message::binary(closed)).await;
-            }
-        }
     };
     tokio::select! {
         () = relay => {}
@@ -99,10 +93,10 @@ struct Input {
 }
 
 impl Input {
-    fn new(stdin: Option<OwnedFd>, stdout: &OwnedFd, tty: bool) -> Self {
+    fn new(stdin: Option<OwnedFd>, master: Option<OwnedFd>, pty: bool) -> Self {
         Input {
-            stdin: stdin.and_then(|fd| sender(fd, tty).ok()),
-            master: tty.then(|| stdout.try_clone().ok()).flatten(),
+            stdin: stdin.and_then(|fd| sender(fd, pty).ok()),
+            master,
             resize: ResizeDecoder::default(),
         }
     }
@@ -128,32 +122,36 @@ impl Input {
     }
 }
 
-/// Relays stdout and stderr until they end, then waits for the exit code.
+/// Relays stdout and stderr until they end, then waits for the exit code (an
+/// attachment's end).
 async fn output(
     process: &mut crate::monitor::StreamingExec,
-    tty: bool,
     stdout: bool,
     stderr: bool,
     out: &mpsc::Sender<Message>,
 ) -> Result<i32, String> {
     let pipes = |e: std::io::Error| format!("relaying the process's stdio: {e}");
-    let o = receiver(&process.stdout, tty).map_err(pipes)?;
-    let e = match &process.stderr {
-        Some(fd) => Some(receiver(fd, tty).map_err(pipes)?),
-        None => None,
-    };
-    let errors = async {
-        if let Some(e) = e {
-            copy(e, Channel::Stderr, stderr, out).await;
-        }
-    };
-    tokio::join!(copy(o, Channel::Stdout, stdout, out), errors);
+    let pty = process.pty;
+    let o = process.stdout.as_ref().map(|fd| receiver(fd, pty));
+    let e = process.stderr.as_ref().map(|fd| receiver(fd, pty));
+    let (o, e) = (o.transpose().map_err(pipes)?, e.transpose().map_err(pipes)?);
+    tokio::join!(
+        copy(o, Channel::Stdout, stdout, out),
+        copy(e, Channel::Stderr, stderr, out)
+    );
     process.wait().await.map_err(|e| e.to_string())
 }
 
-async fn copy(mut from: pipe::Receiver, ch: Channel, wanted: bool, out: &mpsc::Sender<Message>) {
+async fn copy(
+    mut from: Option<pipe::Receiver>,
+    ch: Channel,
+    wanted: bool,
+    out: &mpsc::Sender<Message>,
+) {
     let mut buf = vec![0u8; CHUNK];
-    while let Ok(n @ 1..) = from.read(&mut buf).await {
+    while let Some(from) = &mut from
+        && let Ok(n @ 1..) = from.read(&mut buf).await
+    {
         if wanted
             && out
                 .send(Message::binary(ws_frame(ch, &buf[..n])))

@@ -1,5 +1,5 @@
-//! The CRI streaming server: `PortForward` and `Exec` (and later `Attach`) answer with a
-//! URL on this HTTP server, and kubelet or crictl connect to it. It shares nothing with
+//! The CRI streaming server: `PortForward`, `Exec` and `Attach` answer with a URL on
+//! this HTTP server, and kubelet or crictl connect to it. It shares nothing with
 //! `grpc/` but [`Streaming`]: the RPC layer validates the pod, then stores the request
 //! under a single-use token (`tokens`) and returns the URL naming it. `server` accepts
 //! HTTP/1.1 and upgrades a request to SPDY/3.1 (`spdy/`) or WebSocket; `portforward/`
@@ -40,14 +40,22 @@ pub struct PortForward {
     pub network: Network,
 }
 
-/// An Exec request waiting for its client: the RPC layer checked that the container
-/// runs and that the command and the streams asked for make sense.
+/// What a remote-command session does: run a command in the container, or attach to
+/// the container's own stdio (both speak the same protocol).
+#[derive(Debug, Clone)]
+pub enum Command {
+    Run(Vec<String>),
+    Attach,
+}
+
+/// An Exec or Attach request waiting for its client: the RPC layer checked that the
+/// container runs and that the command and the streams asked for make sense.
 #[derive(Debug, Clone)]
 pub struct Exec {
-    /// The monitor of the container's pod, which runs the process.
+    /// The monitor of the container's pod, which runs the process or holds the stdio.
     pub monitor: crate::monitor::MonitorClient,
     pub container_id: String,
-    pub cmd: Vec<String>,
+    pub command: Command,
     pub tty: bool,
     pub stdin: bool,
     pub stdout: bool,
@@ -55,13 +63,30 @@ pub struct Exec {
 }
 
 impl Exec {
-    /// Starts the command through the pod's monitor; the error is what the client reads
-    /// on its error stream.
+    /// Starts the command, or attaches, through the pod's monitor; the error is what
+    /// the client reads on its error stream.
     async fn start(&self) -> Result<crate::monitor::StreamingExec, String> {
-        self.monitor
-            .exec_stream(&self.container_id, self.cmd.clone(), self.stdin, self.tty)
-            .await
-            .map_err(|e| format!("starting the command: {e}"))
+        let id = &self.container_id;
+        match &self.command {
+            Command::Run(cmd) => self
+                .monitor
+                .exec_stream(id, cmd.clone(), self.stdin, self.tty)
+                .await
+                .map_err(|e| format!("starting the command: {e}")),
+            Command::Attach => self
+                .monitor
+                .attach(id, self.stdin, self.stdout, self.stderr)
+                .await
+                .map_err(|e| format!("attaching to the container: {e}")),
+        }
+    }
+
+    /// The URL path's first part.
+    fn endpoint(&self) -> &'static str {
+        match self.command {
+            Command::Run(_) => "exec",
+            Command::Attach => "attach",
+        }
     }
 }
 
@@ -156,9 +181,10 @@ impl Streaming {
         Ok(format!("http://{}/portforward/{token}", self.addr))
     }
 
-    /// The URL a client connects to for this exec, valid once.
+    /// The URL a client connects to for this exec or attach, valid once.
     pub fn exec_url(&self, request: Exec) -> Result<String, StreamingError> {
+        let endpoint = request.endpoint();
         let token = self.shared.tokens.insert(Pending::Exec(request))?;
-        Ok(format!("http://{}/exec/{token}", self.addr))
+        Ok(format!("http://{}/{endpoint}/{token}", self.addr))
     }
 }

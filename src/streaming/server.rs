@@ -55,20 +55,20 @@ async fn route(
     shared: Arc<Shared>,
 ) -> Result<Response<String>, Infallible> {
     let path = req.uri().path();
-    let (kind, token) = match (
-        path.strip_prefix("/portforward/"),
-        path.strip_prefix("/exec/"),
-    ) {
-        (Some(t), _) => ("portforward", t),
-        (_, Some(t)) => ("exec", t),
-        _ => return Ok(plain(StatusCode::NOT_FOUND, "no such streaming endpoint\n")),
+    let Some((kind, token)) = ["portforward", "exec", "attach"].into_iter().find_map(|k| {
+        let rest = path.strip_prefix('/')?.strip_prefix(k)?.strip_prefix('/')?;
+        Some((k, rest))
+    }) else {
+        return Ok(plain(StatusCode::NOT_FOUND, "no such streaming endpoint\n"));
     };
     if req.method() != Method::GET && req.method() != Method::POST {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n"));
     }
     let request = match shared.tokens.take(token) {
         Some(Pending::PortForward(pf)) if kind == "portforward" => pf,
-        Some(Pending::Exec(exec)) if kind == "exec" => return Ok(exec_spdy(req, exec, &shared)),
+        Some(Pending::Exec(exec)) if kind == exec.endpoint() => {
+            return Ok(exec_spdy(req, exec, &shared));
+        }
         _ => {
             return Ok(plain(
                 StatusCode::NOT_FOUND,
@@ -154,8 +154,7 @@ fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Re
     tokio::spawn(async move {
         match upgrade.await {
             Ok(io) => {
-                let v5 = protocol == exec_ws::PROTOCOLS[0];
-                exec_ws::run(TokioIo::new(io), exec, v5, idle).await;
+                exec_ws::run(TokioIo::new(io), exec, idle).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }

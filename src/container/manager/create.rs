@@ -161,6 +161,9 @@ impl ContainerManager {
                     .unwrap_or_default(),
                 exit_file: data.join(EXIT_FILE).display().to_string(),
                 max_log_line: self.settings.max_log_line,
+                stdin: rec.config.stdin,
+                stdin_once: rec.config.stdin_once,
+                tty: rec.config.tty,
             })
             .await?;
         Ok(user)

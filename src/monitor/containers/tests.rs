@@ -1,12 +1,48 @@
 //! Container bookkeeping without the runtime: entries are built by hand with real pipes.
 
 use super::*;
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 
 /// A running container as `create` + `start` would leave it, minus the runtime:
 /// returns the write ends of its stdout and stderr.
 fn fake(list: &mut Containers, dir: &Path, pid: i32) -> (OwnedFd, OwnedFd) {
-    let (out, err) = (sys::pipe().unwrap(), sys::pipe().unwrap());
+    let f = fake_with_stdin(list, dir, pid, false);
+    (f.stdout, f.stderr)
+}
+
+/// The container's ends of a fake container's stdio.
+pub(super) struct Fake {
+    pub(super) stdin: File,
+    pub(super) stdout: OwnedFd,
+    pub(super) stderr: OwnedFd,
+}
+
+/// As [`fake`], with a stdin the monitor holds (stdin_once as asked).
+pub(super) fn fake_with_stdin(
+    list: &mut Containers,
+    dir: &Path,
+    pid: i32,
+    stdin_once: bool,
+) -> Fake {
+    let mut opened = stdio::pipes(true).unwrap();
+    let runtime::Stdio::Fds {
+        stdin: Some(stdin),
+        stdout,
+        stderr,
+    } = std::mem::replace(&mut opened.runtime, runtime::Stdio::Console)
+    else {
+        unreachable!("pipes with stdin");
+    };
+    let path = dir.join("logs/c1.log").to_str().unwrap().to_string();
+    let opts = StdinOptions {
+        stdin: true,
+        stdin_once,
+        max_line: super::super::log::MAX_LINE,
+    };
+    let file = stdio::open_log(&path).unwrap();
+    let stdio = ContainerStdio::new(file, path, opened, &opts, None).unwrap();
     list.next_serial += 1;
     list.list.push(Container {
         id: "c1".into(),
@@ -20,26 +56,17 @@ fn fake(list: &mut Containers, dir: &Path, pid: i32) -> (OwnedFd, OwnedFd) {
         started_at: 2,
         exit: None,
         exec_target: None,
-        log: ContainerLog {
-            file: open_log(dir.join("logs/c1.log").to_str().unwrap()).unwrap(),
-            path: dir.join("logs/c1.log").to_str().unwrap().to_string(),
-            outputs: [
-                Some(Output {
-                    pipe: out.read,
-                    enc: LineEncoder::new(Stream::Stdout),
-                }),
-                Some(Output {
-                    pipe: err.read,
-                    enc: LineEncoder::new(Stream::Stderr),
-                }),
-            ],
-        },
+        stdio,
     });
-    (out.write, err.write)
+    Fake {
+        stdin: File::from(stdin),
+        stdout,
+        stderr,
+    }
 }
 
 /// The log without timestamps.
-fn log_lines(dir: &Path) -> Vec<String> {
+pub(super) fn log_lines(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("logs/c1.log")).unwrap();
     text.lines()
         .map(|l| l.split_once(' ').unwrap().1.to_string())
