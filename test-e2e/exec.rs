@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::fixtures::*;
 use crate::harness::{Daemon, preflight};
+use crate::ws_client::Session;
 
 const V4: &str = "v4.channel.k8s.io";
 
@@ -29,7 +29,7 @@ fn request(id: &str, cmd: &[&str]) -> ExecRequest {
 
 /// The HTTP status the streaming server answers a SPDY upgrade of `url` with, the
 /// client offering stream protocol `proto`.
-async fn upgrade_status(url: &str, proto: &str) -> u16 {
+pub(crate) async fn upgrade_status(url: &str, proto: &str) -> u16 {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
@@ -47,37 +47,15 @@ async fn upgrade_status(url: &str, proto: &str) -> u16 {
         .unwrap_or_else(|_| panic!("a status line: {head:?}"))
 }
 
-/// Runs an exec over WebSocket (v5), sending `input` messages: (stdout, stderr, the
-/// error channel's Status).
+/// Runs an exec over WebSocket (v5), sending `input` messages (channel byte first):
+/// (stdout, stderr, the error channel's Status).
 async fn ws_exec(url: &str, input: &[&[u8]]) -> (String, String, String) {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let ws = url.replacen("http://", "ws://", 1);
-    let mut req = ws.as_str().into_client_request().unwrap();
-    let proto = "v5.channel.k8s.io".parse().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", proto);
-    let host = req.uri().authority().unwrap().to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    let mut s = Session::connect(url).await;
     for m in input {
-        ws.send(Message::binary(m.to_vec())).await.unwrap();
+        s.send(m[0], &m[1..]).await;
     }
-    let mut got = [String::new(), String::new(), String::new(), String::new()];
-    let read = async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Binary(b) = m
-                && let Some((&ch, data)) = b.split_first()
-                && (1..=3).contains(&ch)
-            {
-                got[ch as usize].push_str(&String::from_utf8_lossy(data));
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read)
-        .await
-        .expect("the exec ended");
-    let [_, out, err, status] = got;
-    (out, err, status)
+    let got = s.finish(Duration::from_secs(20)).await;
+    (got.out_text(), got.err_text(), got.status)
 }
 
 #[tokio::test]
@@ -159,7 +137,7 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     d.teardown().await;
 }
 
-const CRICTL: &str = "/usr/local/bin/crictl";
+pub(crate) const CRICTL: &str = "/usr/local/bin/crictl";
 
 /// `crictl exec` with `args` and `stdin` on its stdin: (exit code, stdout, stderr).
 fn crictl_exec(d: &Daemon, args: &[&str], stdin: &[u8]) -> (i32, String, String) {

@@ -6,6 +6,7 @@
 //! the local registry with the test images (hack/registry.sh, hack/images.sh); without
 //! them a test is skipped with a message, except in CI (CI=true) where it fails.
 
+mod attach;
 mod bad_input;
 mod bench;
 mod bench_client;
@@ -33,3 +34,4 @@ mod security;
 mod selftest;
 mod stats;
 mod verbose;
+mod ws_client;
