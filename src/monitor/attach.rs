@@ -202,14 +202,16 @@ impl Io {
         };
         match sys::read_some(&mut input.pipe, buf) {
             ReadOutcome::WouldBlock => {}
-            ReadOutcome::Data(n) => match &mut self.stdin {
-                Some(stdin) => match write_some(stdin, &buf[..n]) {
-                    Ok(w) => input.pending.extend_from_slice(&buf[w..n]),
-                    // The container closed its stdin: nothing it will read again.
-                    Err(_) => self.stdin = None,
-                },
-                None => {}
-            },
+            // Without a stdin (closed, or the container closed it) input is dropped.
+            ReadOutcome::Data(n) => {
+                if let Some(stdin) = &mut self.stdin {
+                    match write_some(stdin, &buf[..n]) {
+                        Ok(w) => input.pending.extend_from_slice(&buf[w..n]),
+                        // The container closed its stdin: nothing it will read again.
+                        Err(_) => self.stdin = None,
+                    }
+                }
+            }
             ReadOutcome::Eof => self.input_ended(i),
         }
     }
