@@ -122,6 +122,12 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     let (out, _, status) = ws_exec(&url, &[b"\x00data\n", b"\xff\x00"]).await;
     assert_eq!(out, "data\n");
     assert!(status.contains("Success"), "{status}");
+    let total = 10 << 20;
+    let big = format!("head -c {total} /dev/zero");
+    let url = rt.exec(request(&created, &["sh", "-c", &big])).await;
+    let (out, _, status) = ws_exec(&url.expect("Exec").into_inner().url, &[]).await;
+    assert_eq!(out.len(), total, "10 MiB over WebSocket, whole");
+    assert!(out.bytes().all(|b| b == 0) && status.contains("Success"));
 
     let mut tty = request(&created, &["sh"]);
     tty.tty = true;
@@ -191,6 +197,12 @@ async fn exec_over_spdy_with_crictl() {
     );
     let (rc, out, err) = crictl_exec(&d, &["-i", &id, "cat"], b"data\n");
     assert_eq!((rc, out.as_str()), (0, "data\n"), "{err}");
+    // 10 MiB through SPDY's flow control, whole.
+    let total = 10 << 20;
+    let big = format!("head -c {total} /dev/zero");
+    let (rc, out, err) = crictl_exec(&d, &[&id, "sh", "-c", &big], b"");
+    assert_eq!((rc, out.len()), (0, total), "{err}");
+    assert!(out.bytes().all(|b| b == 0));
     // client-go's WebSocket executor (v5 channels).
     let ws = [
         "--transport",
