@@ -13,6 +13,7 @@ pub mod websocket;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -59,6 +60,48 @@ impl Forwarder {
                 Err(format!("error forwarding port {port} to pod {pod}: {e}"))
             }
         }
+    }
+}
+
+/// What the client sends for one forwarded connection, whatever carries it.
+trait FromClient {
+    /// The next bytes; `None` once the client finished or went away.
+    async fn next(&mut self) -> Option<Vec<u8>>;
+}
+
+/// Where the pod's bytes go back to the client.
+trait ToClient {
+    /// `false` once the client cannot take more.
+    async fn send(&self, data: &[u8]) -> bool;
+    /// The pod's side closed.
+    async fn finish(&self);
+}
+
+/// Copies both ways until the pod's side closes (then the client's side gets a grace
+/// to finish) or the client finishes and the pod's side has said all it will.
+async fn pump(tcp: TcpStream, mut from: impl FromClient, to: &impl ToClient) {
+    let (mut r, mut w) = tcp.into_split();
+    let up = async move {
+        while let Some(d) = from.next().await {
+            if w.write_all(&d).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; CHUNK];
+        while let Ok(n @ 1..) = r.read(&mut buf).await {
+            if !to.send(&buf[..n]).await {
+                break;
+            }
+        }
+        to.finish().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut down => { let _ = tokio::time::timeout(CLOSE_GRACE, up).await; }
+        () = &mut up => down.await,
     }
 }
 

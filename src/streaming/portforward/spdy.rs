@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::{CHUNK, CLOSE_GRACE, Forwarder};
+use super::{Forwarder, pump};
 use crate::streaming::activity::Activity;
 use crate::streaming::spdy::frame::{CANCEL, PROTOCOL_ERROR};
 use crate::streaming::spdy::{self, Options, Stream, StreamReader, StreamWriter};
@@ -169,31 +168,19 @@ async fn forward(fwd: Arc<Forwarder>, port: u16, error: Stream, data: Stream) {
     let _ = error.writer.finish().await;
 }
 
-/// Copies both ways until the pod's side closes (then the client's side gets a grace
-/// to finish) or the client finishes and the pod's side has said all it will.
-async fn pump(tcp: TcpStream, mut from: StreamReader, to: &StreamWriter) {
-    let (mut r, mut w) = tcp.into_split();
-    let up = async move {
-        while let Some(d) = from.read().await {
-            if w.write_all(&d).await.is_err() {
-                break;
-            }
-        }
-        let _ = w.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; CHUNK];
-        while let Ok(n @ 1..) = r.read(&mut buf).await {
-            if to.write(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = to.finish().await;
-    };
-    tokio::pin!(up, down);
-    tokio::select! {
-        () = &mut down => { let _ = tokio::time::timeout(CLOSE_GRACE, up).await; }
-        () = &mut up => down.await,
+impl super::FromClient for StreamReader {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        self.read().await
+    }
+}
+
+impl super::ToClient for StreamWriter {
+    async fn send(&self, data: &[u8]) -> bool {
+        self.write(data).await.is_ok()
+    }
+
+    async fn finish(&self) {
+        let _ = StreamWriter::finish(self).await;
     }
 }
 

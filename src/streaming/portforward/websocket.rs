@@ -10,15 +10,14 @@ use std::sync::Arc;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{CHUNK, CLOSE_GRACE, Forwarder};
+use super::{Forwarder, pump};
 use crate::streaming::activity::Activity;
 
 /// The subprotocols accepted for port-forward, in order of preference: SPDY tunneled in
@@ -190,29 +189,19 @@ async fn forward(
     }
 }
 
-async fn pump(tcp: TcpStream, mut input: mpsc::Receiver<Vec<u8>>, to: &Channel) {
-    let (mut r, mut w) = tcp.into_split();
-    let up = async move {
-        while let Some(d) = input.recv().await {
-            if w.write_all(&d).await.is_err() {
-                break;
-            }
-        }
-        let _ = w.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; CHUNK];
-        while let Ok(n @ 1..) = r.read(&mut buf).await {
-            if !to.send(&buf[..n]).await {
-                break;
-            }
-        }
-    };
-    tokio::pin!(up, down);
-    tokio::select! {
-        () = &mut down => { let _ = tokio::time::timeout(CLOSE_GRACE, up).await; }
-        () = &mut up => down.await,
+impl super::FromClient for mpsc::Receiver<Vec<u8>> {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        self.recv().await
     }
+}
+
+impl super::ToClient for Channel {
+    async fn send(&self, data: &[u8]) -> bool {
+        Channel::send(self, data).await
+    }
+
+    /// The channel stays: the connection's end closes it.
+    async fn finish(&self) {}
 }
 
 #[cfg(test)]
