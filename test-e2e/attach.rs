@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 
-use crate::exec::{CRICTL, upgrade_status};
+use crate::exec::upgrade_status;
 use crate::fixtures::*;
-use crate::harness::{Daemon, Runtime, preflight};
+use crate::harness::{CRICTL, Daemon, Runtime, crictl, crictl_preflight, preflight};
 use crate::ws_client::Session;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -213,11 +213,7 @@ impl Interactive {
 
 #[tokio::test]
 async fn attach_and_tty_exec_over_spdy_with_crictl() {
-    if !preflight("attach_and_tty_exec_over_spdy_with_crictl", true) {
-        return;
-    }
-    if !std::path::Path::new(CRICTL).exists() {
-        eprintln!("skipping attach_and_tty_exec_over_spdy_with_crictl: no {CRICTL}");
+    if !crictl_preflight("attach_and_tty_exec_over_spdy_with_crictl") {
         return;
     }
     let d = Daemon::start().await;
@@ -227,11 +223,9 @@ async fn attach_and_tty_exec_over_spdy_with_crictl() {
     let pod_id = run_pod(&mut rt, &pod).await;
     let once = create_and_start(&mut rt, &pod_id, &pod, &shell("once", true, false)).await;
     let tty = create_and_start(&mut rt, &pod_id, &pod, &shell("tty", false, true)).await;
-    let crictl = format!("{CRICTL} -r unix://{}", d.paths.socket.display());
+    let crictl_line = format!("{CRICTL} -r unix://{}", d.paths.socket.display());
 
-    let mut child = Command::new(CRICTL)
-        .arg("-r")
-        .arg(format!("unix://{}", d.paths.socket.display()))
+    let mut child = crictl(&d)
         .args(["attach", "-i", &once])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -248,13 +242,13 @@ async fn attach_and_tty_exec_over_spdy_with_crictl() {
     assert_eq!(st.exit_code, 5);
 
     // crictl sends its own terminal's size: the exec's pty takes it.
-    let cmd = format!("stty cols 91 rows 37; {crictl} exec -it {tty} sh -c 'stty size; tty'");
+    let cmd = format!("stty cols 91 rows 37; {crictl_line} exec -it {tty} sh -c 'stty size; tty'");
     let exec = Interactive::spawn(&cmd);
     exec.expect("37 91");
     exec.expect("/dev/pts/1");
     assert_eq!(exec.wait(), 0);
 
-    let cmd = format!("stty cols 77 rows 33; {crictl} attach -it {tty}");
+    let cmd = format!("stty cols 77 rows 33; {crictl_line} attach -it {tty}");
     let mut attached = Interactive::spawn(&cmd);
     attached.send(b"stty size\n");
     attached.expect("33 77");

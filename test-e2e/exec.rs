@@ -6,14 +6,14 @@
 //! crictl -it needs a terminal of its own; the monitor test and critest cover it).
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fixtures::*;
-use crate::harness::{Daemon, preflight};
+use crate::harness::{Daemon, crictl, crictl_preflight, preflight};
 use crate::ws_client::Session;
 
 const V4: &str = "v4.channel.k8s.io";
@@ -143,13 +143,9 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     d.teardown().await;
 }
 
-pub(crate) const CRICTL: &str = "/usr/local/bin/crictl";
-
 /// `crictl exec` with `args` and `stdin` on its stdin: (exit code, stdout, stderr).
 fn crictl_exec(d: &Daemon, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(CRICTL)
-        .arg("-r")
-        .arg(format!("unix://{}", d.paths.socket.display()))
+    let mut child = crictl(d)
         .arg("exec")
         .args(args)
         .stdin(Stdio::piped())
@@ -169,11 +165,7 @@ fn crictl_exec(d: &Daemon, args: &[&str], stdin: &[u8]) -> (i32, String, String)
 
 #[tokio::test]
 async fn exec_over_spdy_with_crictl() {
-    if !preflight("exec_over_spdy_with_crictl", true) {
-        return;
-    }
-    if !std::path::Path::new(CRICTL).exists() {
-        eprintln!("skipping exec_over_spdy_with_crictl: {CRICTL} is not installed");
+    if !crictl_preflight("exec_over_spdy_with_crictl") {
         return;
     }
     let d = Daemon::start().await;
@@ -217,9 +209,7 @@ async fn exec_over_spdy_with_crictl() {
     assert_eq!((rc, out.as_str()), (1, "more\n"), "{err}");
     assert!(err.contains("exit code 4"), "{err}");
 
-    let mut sleeper = Command::new(CRICTL)
-        .arg("-r")
-        .arg(format!("unix://{}", d.paths.socket.display()))
+    let mut sleeper = crictl(&d)
         .args(["exec", &id, "sleep", "4321"])
         .spawn()
         .expect("spawning crictl");

@@ -457,3 +457,27 @@ fn registry_up() -> bool {
     let mut head = [0u8; 12];
     conn.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
+
+/// crictl, a client crius did not write (client-go's SPDY and WebSocket executors).
+pub const CRICTL: &str = "/usr/local/bin/crictl";
+
+/// [`preflight`] for a test that drives crictl; such tests are skipped, even in CI,
+/// where crictl is not installed (it is not packaged in Debian 12).
+pub fn crictl_preflight(test: &str) -> bool {
+    if !preflight(test, true) {
+        return false;
+    }
+    let present = Path::new(CRICTL).exists();
+    if !present {
+        eprintln!("skipping {test}: {CRICTL} is not installed");
+    }
+    present
+}
+
+/// A crictl command talking to `d`.
+pub fn crictl(d: &Daemon) -> Command {
+    let mut cmd = Command::new(CRICTL);
+    cmd.arg("-r")
+        .arg(format!("unix://{}", d.paths.socket.display()));
+    cmd
+}

@@ -4,7 +4,7 @@
 //! plain and tunneled in a WebSocket, with crictl's (client-go), a client crius did not
 //! write.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::fixtures::*;
-use crate::harness::{Daemon, Options, Runtime, preflight};
+use crate::harness::{Daemon, Options, Runtime, crictl, crictl_preflight, preflight};
 
 const WITHIN: Duration = Duration::from_secs(30);
 const PAGE: &str = "hello-from-the-pod";
@@ -253,8 +253,6 @@ async fn an_expired_port_forward_token_is_refused() {
     d.teardown().await;
 }
 
-const CRICTL: &str = "/usr/local/bin/crictl";
-
 /// A free local port (bound, then released for crictl).
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -263,10 +261,8 @@ fn free_port() -> u16 {
 
 /// `crictl port-forward`, its local ports listening.
 async fn crictl_forward(d: &Daemon, pod: &str, transport: &str, pairs: &[(u16, u16)]) -> Child {
-    let mut cmd = Command::new(CRICTL);
-    cmd.arg("-r")
-        .arg(format!("unix://{}", d.paths.socket.display()))
-        .args(["port-forward", "--transport", transport, pod]);
+    let mut cmd = crictl(d);
+    cmd.args(["port-forward", "--transport", transport, pod]);
     cmd.args(pairs.iter().map(|(l, r)| format!("{l}:{r}")));
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
     let child = child.expect("spawning crictl");
@@ -319,11 +315,7 @@ async fn port_forward_over_spdy_in_websocket_with_crictl() {
 }
 
 async fn crictl_port_forward(test: &str, transport: &str) {
-    if !preflight(test, true) {
-        return;
-    }
-    if !std::path::Path::new(CRICTL).exists() {
-        eprintln!("skipping {test}: {CRICTL} is not installed");
+    if !crictl_preflight(test) {
         return;
     }
     let d = Daemon::start().await;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::tests::{APPLETS, CGROUP_ROOT, cgroup_dirs, piped_stdio, wait_exit, write_bundle};
+use super::tests::{CGROUP_ROOT, cgroup_dirs, piped_stdio, root_fixture, wait_exit, write_bundle};
 use super::*;
 
 /// Everything the process wrote to its terminal, until its last holder closed it
@@ -32,14 +32,9 @@ fn set_terminal(bundle: &Path) {
 
 #[test]
 fn terminals_come_from_the_container_devpts() {
-    if !nix::unistd::Uid::effective().is_root() || !Path::new("/bin/busybox").exists() {
-        eprintln!("skipping: needs root and /bin/busybox");
+    let Some((dir, parent)) = root_fixture("crius-console-test") else {
         return;
-    }
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    crate::testutil::busybox_rootfs(&dir.path().join("rootfs"), APPLETS);
-    let parent = format!("crius-console-test-{}", std::process::id());
+    };
     let root = Path::new(CGROUP_ROOT);
 
     // An init with a console: its tty is the container's pts 0, bound on /dev/console.

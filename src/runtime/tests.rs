@@ -19,7 +19,7 @@ use oci_spec::runtime::{
 use super::*;
 
 pub(super) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-pub(super) const APPLETS: &[&str] = &[
+const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "id", "hostname", "ls", "grep", "wc", "tty", "test",
 ];
 
@@ -154,16 +154,24 @@ pub(super) fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
-fn containers_run_exec_and_clean_up() {
+/// What a root test of containers needs: a busybox rootfs under a temporary dir and a
+/// cgroup parent of its own; `None` (saying why) where the test cannot run.
+pub(super) fn root_fixture(name: &str) -> Option<(tempfile::TempDir, String)> {
     if !nix::unistd::Uid::effective().is_root() || !Path::new("/bin/busybox").exists() {
-        eprintln!("skipping: needs root and /bin/busybox");
-        return;
+        eprintln!("skipping {name}: needs root and /bin/busybox");
+        return None;
     }
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     crate::testutil::busybox_rootfs(&dir.path().join("rootfs"), APPLETS);
-    let parent = format!("crius-test-{}", std::process::id());
+    Some((dir, format!("{name}-{}", std::process::id())))
+}
+
+#[test]
+fn containers_run_exec_and_clean_up() {
+    let Some((dir, parent)) = root_fixture("crius-test") else {
+        return;
+    };
     let root = Path::new(CGROUP_ROOT);
 
     run_to_completion(dir.path(), &parent);
