@@ -32,4 +32,5 @@ mod seccomp;
 mod security;
 mod selftest;
 mod stats;
+mod userns;
 mod verbose;
