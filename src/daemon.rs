@@ -38,7 +38,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         &layout.container_run,
         &cni_results,
     ] {
-        make_dir(d, if d == &layout.container_run { 0o711 } else { 0o700 })?;
+        make_dir(d, 0o700)?;
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("locating", "/proc/self/exe", e))?;
     let images = Arc::new(ImageStore::open(

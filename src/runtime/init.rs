@@ -84,7 +84,12 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<ReadyToExec, RuntimeError> {
     if a.namespaces.new_cgroup() {
         namespaces::enter_cgroup_ns()?;
     }
-    rootfs::setup(a.spec, a.rootfs, a.cgroup.as_ref())?;
+    let opened = rootfs::prepare(a.spec, a.rootfs)?;
+    if a.namespaces.joins_user() {
+        namespaces::become_root_in_userns()?;
+    }
+    rootfs::setup(a.spec, &opened, a.cgroup.as_ref())?;
+    drop(opened);
     if let Some(name) = a
         .spec
         .hostname()

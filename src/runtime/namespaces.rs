@@ -48,6 +48,17 @@ impl NamespacePlan {
     pub(super) fn new_uts(&self) -> bool {
         self.new.contains(CloneFlags::CLONE_NEWUTS)
     }
+
+    /// Whether the process joins a user namespace, whose root init then becomes (once
+    /// it has opened what it needs from the host, see `rootfs::prepare`).
+    pub(super) fn joins_user(&self) -> bool {
+        joins_user(&self.join)
+    }
+}
+
+/// Whether `joins` take the process into another user namespace.
+pub(super) fn joins_user(joins: &[Join]) -> bool {
+    joins.iter().any(|j| j.kind == CloneFlags::CLONE_NEWUSER)
 }
 
 fn flag(typ: LinuxNamespaceType) -> Option<CloneFlags> {
@@ -161,13 +172,14 @@ impl Drop for PidNsForChildren {
 
 /// In the intermediate process: join the given namespaces, then create the new ones
 /// (except cgroup, see [`NamespacePlan::new_cgroup`]). A new pid namespace applies to the
-/// children forked afterwards.
+/// children forked afterwards. The ids do not change: after joining a user namespace
+/// the process is still host root (unmapped there), which keeps the host's 0700 state
+/// dirs walkable; the caller becomes the namespace's root ([`become_root_in_userns`])
+/// once it is done with host paths. The capabilities setns gives in the joined user
+/// namespace suffice to join and create the namespaces it owns.
 pub(super) fn enter(joins: &[Join], new: CloneFlags) -> Result<(), RuntimeError> {
     for j in joins {
         setns(&j.file, j.kind).map_err(sys_err("setns"))?;
-        if j.kind == CloneFlags::CLONE_NEWUSER {
-            become_root_in_userns()?;
-        }
     }
     let new = new - CloneFlags::CLONE_NEWCGROUP;
     if !new.is_empty() {
@@ -180,7 +192,7 @@ pub(super) fn enter(joins: &[Join], new: CloneFlags) -> Result<(), RuntimeError>
 /// there: files created would fail with EOVERFLOW. Become its root (host id = the
 /// mapping's), as runc's nsexec does; capabilities in the namespace are kept, since the
 /// old uid was not that namespace's root.
-fn become_root_in_userns() -> Result<(), RuntimeError> {
+pub(super) fn become_root_in_userns() -> Result<(), RuntimeError> {
     use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
     let (root_gid, root_uid) = (Gid::from_raw(0), Uid::from_raw(0));
     setresgid(root_gid, root_gid, root_gid).map_err(sys_err("setresgid in user namespace"))?;

@@ -282,7 +282,11 @@ fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: 
     let setup = || -> Result<(), RuntimeError> {
         signals::reset()?;
         cgroups::join_self(&target.cgroup)?;
-        namespaces::enter(&target.joins, CloneFlags::empty())
+        namespaces::enter(&target.joins, CloneFlags::empty())?;
+        if namespaces::joins_user(&target.joins) {
+            namespaces::become_root_in_userns()?;
+        }
+        Ok(())
     };
     if let Err(e) = setup() {
         let _ = sync.send(&Message::Error(e.to_string()));
