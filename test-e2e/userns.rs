@@ -1,13 +1,15 @@
 //! Pods in a user namespace of their own (POD mode, one mapping 0 → 1000): the container
-//! sees the mapping, is root inside, writes its id-mapped rootfs, and keeps working
-//! across a daemon restart; Status announces the support. Refusals are in security.rs.
+//! sees the mapping, is root inside, writes its id-mapped rootfs (as host uid 1000), and
+//! keeps working across a daemon restart; a pod-wide PID namespace works too; Status
+//! announces the support. Refusals are in security.rs.
 
 use crate::fixtures::*;
-use crate::harness::{Daemon, preflight};
+use crate::harness::{Daemon, Runtime, preflight};
 use k8s_cri::v1::*;
+use std::os::unix::fs::MetadataExt;
 
 /// kubelet's options for a POD user namespace, on the pod and repeated on the container.
-fn userns_options() -> NamespaceOption {
+fn userns_options(pid: NamespaceMode) -> NamespaceOption {
     let map = IdMapping {
         host_id: 1000,
         container_id: 0,
@@ -15,7 +17,7 @@ fn userns_options() -> NamespaceOption {
     };
     NamespaceOption {
         network: NamespaceMode::Pod as i32,
-        pid: NamespaceMode::Container as i32,
+        pid: pid as i32,
         ipc: NamespaceMode::Pod as i32,
         userns_options: Some(UserNamespace {
             mode: NamespaceMode::Pod as i32,
@@ -28,6 +30,31 @@ fn userns_options() -> NamespaceOption {
 
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
+}
+
+/// A pod config and a container config (running `sleep`) with those options.
+fn configs(d: &Daemon, image: &str, pid: NamespaceMode) -> (PodSandboxConfig, ContainerConfig) {
+    let mut pod = pod_config(d, "userns");
+    let linux = pod.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    sc.namespace_options = Some(userns_options(pid));
+    let mut c = container_config("c", image, &["sleep", "1000"]);
+    let linux = c.linux.get_or_insert_with(Default::default);
+    let csc = linux.security_context.get_or_insert_with(Default::default);
+    csc.namespace_options = Some(userns_options(pid));
+    (pod, c)
+}
+
+async fn remove_pod(rt: &mut Runtime, pod_id: &str) {
+    let id = pod_id.to_string();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -49,20 +76,8 @@ async fn a_pod_user_namespace_maps_root_and_survives_a_restart() {
         "Status does not announce user namespaces"
     );
 
-    let mut pod = pod_config(&d, "userns");
-    let sc = pod
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap();
-    sc.namespace_options = Some(userns_options());
+    let (pod, c) = configs(&d, &busybox, NamespaceMode::Container);
     let pod_id = run_pod(&mut rt, &pod).await;
-    let mut c = container_config("c", &busybox, &["sleep", "1000"]);
-    let linux = c.linux.get_or_insert_with(Default::default);
-    let csc = linux.security_context.get_or_insert_with(Default::default);
-    csc.namespace_options = Some(userns_options());
     let c_id = create_and_start(&mut rt, &pod_id, &pod, &c).await;
     let script = "cat /proc/self/uid_map; id -u; echo hi > /probe && cat /probe; stat -c %u /bin";
     let (code, out) = sh(&mut rt, &c_id, script).await;
@@ -74,6 +89,10 @@ async fn a_pod_user_namespace_maps_root_and_survives_a_restart() {
     );
     let hostname = sh(&mut rt, &c_id, "hostname").await.1;
     assert_eq!(hostname.trim(), "userns");
+    // What the namespace's root wrote lands in the upper dir as the mapped host id.
+    let upper = d.paths.root.join("containers").join(&c_id).join("upper");
+    let owner = std::fs::metadata(upper.join("probe")).unwrap();
+    assert_eq!((owner.uid(), owner.gid()), (1000, 1000));
 
     d.kill9();
     d.restart().await;
@@ -88,15 +107,31 @@ async fn a_pod_user_namespace_maps_root_and_survives_a_restart() {
     let c2_id = create_and_start(&mut rt, &pod_id, &pod, &c2).await;
     assert_eq!(sh(&mut rt, &c2_id, "id -u").await.1.trim(), "0");
 
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
+    d.teardown().await;
+}
+
+/// A pod-wide PID namespace (critest's default) is owned by the pod's user namespace:
+/// the container's root mounts /proc, sees the pod init as pid 1, and exec works.
+#[tokio::test]
+async fn a_pod_user_namespace_with_a_pod_wide_pid_namespace() {
+    if !preflight("a_pod_user_namespace_with_a_pod_wide_pid_namespace", true) {
+        return;
+    }
+    let d = Daemon::start().await;
+    let busybox = pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let (pod, c) = configs(&d, &busybox, NamespaceMode::Pod);
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let c_id = create_and_start(&mut rt, &pod_id, &pod, &c).await;
+    let script = "cat /proc/1/comm; cat /proc/self/uid_map; id -u";
+    let (code, out) = sh(&mut rt, &c_id, script).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        words(&out),
+        ["crius-pod-init", "0", "1000", "100000", "0"],
+        "{out}"
+    );
+    remove_pod(&mut rt, &pod_id).await;
     d.teardown().await;
 }

@@ -46,19 +46,17 @@ pub fn supported() -> bool {
     SUPPORTED.get().copied().unwrap_or(false)
 }
 
-/// What a POD user namespace cannot be combined with: the host's network, IPC or PID
-/// namespace (sysfs, mqueue and proc cannot be mounted from inside it), or a pod-wide
-/// PID namespace, whose pod init the monitor creates outside the user namespace.
+/// What a POD user namespace cannot be combined with, as kubelet refuses it too: the
+/// host's network, IPC or PID namespace (sysfs, mqueue and proc cannot be mounted from
+/// inside it). A pod-wide PID namespace is fine: its pod init is created owned by the
+/// pod's user namespace (`monitor/podinit.rs`).
 pub fn check_combination(o: &NamespaceOption) -> Result<(), InputError> {
     let node = NamespaceMode::Node as i32;
-    let reason = if o.network == node || o.ipc == node || o.pid == node {
-        "a pod user namespace cannot share the node's network, IPC or PID namespace"
-    } else if o.pid == NamespaceMode::Pod as i32 {
-        "a pod user namespace with a pod-wide PID namespace is not supported"
-    } else {
-        return Ok(());
-    };
-    Err(InputError::invalid("user namespace mode", "POD", reason))
+    if o.network == node || o.ipc == node || o.pid == node {
+        let reason = "a pod user namespace cannot share the node's network, IPC or PID namespace";
+        return Err(InputError::invalid("user namespace mode", "POD", reason));
+    }
+    Ok(())
 }
 
 /// The mappings of the pod's own user namespace, if its (validated) options ask for one.
@@ -173,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn host_namespaces_and_a_pod_pid_namespace_are_refused() {
+    fn host_namespaces_are_refused() {
         let modes =
             |network: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode| NamespaceOption {
                 network: network as i32,
@@ -183,11 +181,11 @@ mod tests {
             };
         use NamespaceMode::{Container, Node, Pod};
         assert!(check_combination(&modes(Pod, Container, Pod)).is_ok());
+        assert!(check_combination(&modes(Pod, Pod, Pod)).is_ok());
         for bad in [
             modes(Node, Container, Pod),
             modes(Pod, Node, Pod),
             modes(Pod, Container, Node),
-            modes(Pod, Pod, Pod),
         ] {
             assert!(check_combination(&bad).is_err(), "{bad:?}");
         }
