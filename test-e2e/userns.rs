@@ -112,26 +112,54 @@ async fn a_pod_user_namespace_maps_root_and_survives_a_restart() {
 }
 
 /// A pod-wide PID namespace (critest's default) is owned by the pod's user namespace:
-/// the container's root mounts /proc, sees the pod init as pid 1, and exec works.
+/// the container's root mounts /proc, sees the pod init as pid 1, and exec works. Its
+/// volume is id-mapped: a host root file (0600) is root's inside, and what root writes
+/// there is host root's; a volume whose filesystem cannot be id-mapped (procfs) is
+/// refused with that reason and leaves nothing behind.
 #[tokio::test]
-async fn a_pod_user_namespace_with_a_pod_wide_pid_namespace() {
-    if !preflight("a_pod_user_namespace_with_a_pod_wide_pid_namespace", true) {
+async fn a_pod_user_namespace_with_a_pod_wide_pid_namespace_and_a_volume() {
+    if !preflight(
+        "a_pod_user_namespace_with_a_pod_wide_pid_namespace_and_a_volume",
+        true,
+    ) {
         return;
     }
     let d = Daemon::start().await;
     let busybox = pull(&mut d.images().await, BUSYBOX).await;
     let mut rt = d.runtime().await;
-    let (pod, c) = configs(&d, &busybox, NamespaceMode::Pod);
+    let (pod, mut c) = configs(&d, &busybox, NamespaceMode::Pod);
     let pod_id = run_pod(&mut rt, &pod).await;
+    let vol = d.paths.dir.join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("secret"), "s3cret").unwrap();
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(vol.join("secret"), private).unwrap();
+    let volume = |host: &str| Mount {
+        container_path: "/vol".into(),
+        host_path: host.into(),
+        ..Default::default()
+    };
+    let mut refused = c.clone();
+    refused.mounts = vec![volume("/proc/sys/kernel")];
+    let err = create(&mut rt, &pod_id, &pod, &refused).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("cannot id-map"), "{err}");
+    assert!(list_containers(&mut rt).await.is_empty());
+    assert!(crate::mounts::container_mounts(&d).is_empty());
+
+    c.mounts = vec![volume(&vol.to_string_lossy())];
     let c_id = create_and_start(&mut rt, &pod_id, &pod, &c).await;
-    let script = "cat /proc/1/comm; cat /proc/self/uid_map; id -u";
+    let script = "cat /proc/1/comm; cat /proc/self/uid_map; id -u; \
+                  stat -c %u /vol/secret; cat /vol/secret; echo; echo x > /vol/new";
     let (code, out) = sh(&mut rt, &c_id, script).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         words(&out),
-        ["crius-pod-init", "0", "1000", "100000", "0"],
+        ["crius-pod-init", "0", "1000", "100000", "0", "0", "s3cret"],
         "{out}"
     );
+    let new = std::fs::metadata(vol.join("new")).unwrap();
+    assert_eq!((new.uid(), new.gid()), (0, 0));
     remove_pod(&mut rt, &pod_id).await;
     d.teardown().await;
 }

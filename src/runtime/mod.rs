@@ -44,6 +44,15 @@ pub enum RuntimeError {
         op: &'static str,
         source: nix::Error,
     },
+    /// A volume of a container in a pod user namespace whose filesystem (or the kernel)
+    /// refuses id-mapped mounts.
+    #[error(
+        "cannot id-map {path} for the pod's user namespace (its filesystem may not support id-mapped mounts): {source}"
+    )]
+    Idmap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The container's init reported a failure before exec (e.g. executable not found).
     #[error("container init failed: {0}")]
     Init(String),
@@ -70,6 +79,8 @@ impl crate::error::Classify for RuntimeError {
             // A failed init (e.g. executable not found) fails the call, as in other CRI
             // runtimes.
             RuntimeError::Cgroup(e) => e.kind(),
+            // The request is fine; this node cannot serve it.
+            RuntimeError::Idmap { .. } => Kind::FailedPrecondition,
             RuntimeError::Init(_) | RuntimeError::Io { .. } | RuntimeError::Sys { .. } => {
                 Kind::Internal
             }

@@ -54,6 +54,16 @@ impl NamespacePlan {
     pub(super) fn joins_user(&self) -> bool {
         joins_user(&self.join)
     }
+
+    /// The user namespace the process joins, if any.
+    pub(super) fn user(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let user = self
+            .join
+            .iter()
+            .find(|j| j.kind == CloneFlags::CLONE_NEWUSER);
+        user.map(|j| j.file.as_fd())
+    }
 }
 
 /// Whether `joins` take the process into another user namespace.

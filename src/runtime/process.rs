@@ -19,6 +19,7 @@ use super::bundle::Bundle;
 use super::cgroupfs::CgroupView;
 use super::cgroups::{self, CgroupManager};
 use super::child::{exit_now, fork_child};
+use super::idmap;
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
 use super::seccomp::Filter;
@@ -38,6 +39,7 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
     bundle.warn_unsupported(opts.id);
     let cgroup = bundle.cgroup(opts.cgroup_root)?;
     let cgroup_path = bundle.cgroup_path();
+    let trees = idmap::open_mount_trees(&bundle.spec, ns.user(), &bundle.dir)?;
     let (mut sync, child_sync) = sync::channel()?;
     let (start_rx, start_tx) = pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let start_rx = above_stdio(start_rx)?;
@@ -53,6 +55,7 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
                     path,
                 }),
                 namespaces: &ns,
+                mount_trees: &trees,
                 sync: child_sync,
                 start: start_rx,
                 stdio: opts.stdio,

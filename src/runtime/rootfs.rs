@@ -7,7 +7,7 @@
 //! spec's mounts, /dev, pivot_root, masked and read-only paths.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -16,23 +16,30 @@ use nix::unistd::{fchdir, pivot_root};
 use oci_spec::runtime::{Mount, Spec};
 
 use super::cgroupfs::{CgroupView, mount_view};
+use super::idmap::attach_entry;
 use super::mounts::{create_dir, is_cgroupfs, mount_entry, parse_options};
 use super::paths::resolve_in_root;
 use super::{RuntimeError, devices, io_err, sys_err};
 
 /// The rootfs and the bind sources, open (O_PATH) before init's ids change.
-pub(super) struct Prepared {
+pub(super) struct Prepared<'a> {
     /// The rootfs after its bind onto itself (the mount the container's mounts go on).
     rootfs: File,
     /// The spec's mounts, bind sources replaced by `/proc/self/fd/N` of `_sources`.
     mounts: Vec<Mount>,
+    /// Per mount: the id-mapped tree the caller made of its source, attached instead.
+    trees: &'a [Option<OwnedFd>],
     _sources: Vec<File>,
     propagation: MsFlags,
 }
 
 /// Sets the rootfs' propagation and binds it onto itself, then opens it and every bind
 /// source of the spec's mounts. Host paths are walked only here.
-pub(super) fn prepare(spec: &Spec, rootfs: &Path) -> Result<Prepared, RuntimeError> {
+pub(super) fn prepare<'a>(
+    spec: &Spec,
+    rootfs: &Path,
+    trees: &'a [Option<OwnedFd>],
+) -> Result<Prepared<'a>, RuntimeError> {
     let propagation = spec
         .linux()
         .as_ref()
@@ -44,10 +51,21 @@ pub(super) fn prepare(spec: &Spec, rootfs: &Path) -> Result<Prepared, RuntimeErr
     let root = open_path(rootfs)?;
     let mut sources = Vec::new();
     let mut mounts = Vec::new();
-    for m in spec.mounts().as_deref().unwrap_or_default() {
+    for (i, m) in spec
+        .mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let mut m = m.clone();
         let bind = parse_options(m.options().as_deref().unwrap_or_default()).bind;
-        if let Some(source) = m.source().clone().filter(|_| bind && !is_cgroupfs(&m)) {
+        let has_tree = matches!(trees.get(i), Some(Some(_)));
+        if let Some(source) = m
+            .source()
+            .clone()
+            .filter(|_| bind && !has_tree && !is_cgroupfs(&m))
+        {
             let file = open_path(&source)?;
             m.set_source(Some(fd_path(&file)));
             sources.push(file);
@@ -57,6 +75,7 @@ pub(super) fn prepare(spec: &Spec, rootfs: &Path) -> Result<Prepared, RuntimeErr
     Ok(Prepared {
         rootfs: root,
         mounts,
+        trees,
         _sources: sources,
         propagation,
     })
@@ -78,12 +97,14 @@ fn fd_path(file: &File) -> PathBuf {
 /// Builds the container's filesystem from what [`prepare`] opened and pivots into it.
 pub(super) fn setup(
     spec: &Spec,
-    prepared: &Prepared,
+    prepared: &Prepared<'_>,
     cgroup: Option<&CgroupView<'_>>,
 ) -> Result<(), RuntimeError> {
     let rootfs = &fd_path(&prepared.rootfs);
-    for m in &prepared.mounts {
-        if !is_cgroupfs(m) {
+    for (i, m) in prepared.mounts.iter().enumerate() {
+        if let Some(Some(tree)) = prepared.trees.get(i) {
+            attach_entry(rootfs, m, tree)?;
+        } else if !is_cgroupfs(m) {
             mount_entry(rootfs, m)?;
         } else if let Some(view) = cgroup {
             // Without a cgroup of its own the container gets no cgroupfs at all.

@@ -487,17 +487,6 @@ fn a_container_joins_a_user_namespace_by_path() {
     let (out, code) = out.unwrap_or_else(|e| panic!("create: {e}"));
     assert_eq!(code, 0, "output: {out}");
     let words: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(
-        words,
-        [
-            "0",
-            "1000",
-            "100000",
-            "0",
-            "0",
-            "/dev/null",
-            "bound-from-a-0700-dir"
-        ],
-        "{out}"
-    );
+    let want = "0 1000 100000 0 0 /dev/null bound-from-a-0700-dir";
+    assert_eq!(words.join(" "), want, "{out}");
 }
