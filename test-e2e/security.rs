@@ -213,12 +213,21 @@ async fn bad_security_contexts_are_refused() {
         (pod, one(), vec![map(0, 1000, 0)], "must not be 0"),
         (NamespaceMode::Container, one(), one(), "POD or NODE"),
         (NamespaceMode::Target, one(), one(), "POD or NODE"),
+        // As kubelet: not with the node's network (the Node mode below).
+        (pod, one(), one(), "cannot share the node's network"),
     ];
     for (mode, uids, gids, says) in cases {
         let mut userns_pod = pod_config(&d, "userns");
         let linux = userns_pod.linux.get_or_insert_with(Default::default);
         let sc = linux.security_context.get_or_insert_with(Default::default);
+        let host_network = says.contains("node's network");
+        let network = if host_network {
+            NamespaceMode::Node
+        } else {
+            pod
+        };
         sc.namespace_options = Some(NamespaceOption {
+            network: network as i32,
             userns_options: Some(UserNamespace {
                 mode: mode as i32,
                 uids,

@@ -68,12 +68,20 @@ async fn a_pod_user_namespace_maps_root_and_survives_a_restart() {
     let mut d = Daemon::start().await;
     let busybox = pull(&mut d.images().await, BUSYBOX).await;
     let mut rt = d.runtime().await;
-    let status = rt.status(StatusRequest { verbose: false }).await.unwrap();
-    let handlers = status.into_inner().runtime_handlers;
-    let features = handlers[0].features.unwrap_or_default();
+    let status = rt.status(StatusRequest { verbose: true }).await.unwrap();
+    let status = status.into_inner();
+    let features = status.runtime_handlers[0].features.unwrap_or_default();
     assert!(
         features.user_namespaces,
         "Status does not announce user namespaces"
+    );
+    // critest checks id-mapping itself on the parent of `stateDir` (containerd's
+    // field): the image store, where the id-mapped layers live.
+    let config: serde_json::Value = serde_json::from_str(&status.info["config"]).unwrap();
+    let state_dir = std::path::Path::new(config["stateDir"].as_str().unwrap());
+    assert_eq!(
+        state_dir.parent(),
+        Some(d.paths.root.join("images").as_path())
     );
 
     let (pod, c) = configs(&d, &busybox, NamespaceMode::Container);
