@@ -18,9 +18,14 @@
 //! (argv/env/$PATH), `stdio` (fds),
 //! `bundle` (config.json), `cgroups` (v1/v2 managers, shared with the daemon).
 //!
-//! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp
-//! notification agents (`SCMP_ACT_NOTIFY`, rejected), AppArmor/SELinux labels, terminals (`process.terminal`), hooks, cgroup v2 device
-//! rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
+//! A user namespace is only joined by path (the daemon makes and maps the pod's); init
+//! becomes its root once it has opened what it needs from the host (`rootfs.rs`), and
+//! `idmap`/`ridmap` binds are id-mapped through it by the caller (`idmap.rs`).
+//!
+//! Not implemented yet: new user namespaces and time namespaces (rejected as
+//! InvalidSpec), seccomp notification agents (`SCMP_ACT_NOTIFY`, rejected),
+//! AppArmor/SELinux labels, terminals (`process.terminal`), hooks, cgroup v2 device rules
+//! (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
 
 pub mod cgroups;
 
