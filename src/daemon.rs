@@ -142,13 +142,20 @@ fn host_capabilities() -> oci_spec::runtime::Capabilities {
     crate::container::spec::capabilities::from_names(held)
 }
 
-/// Logs whether the image store's filesystem takes id-mapped mounts, which pod user
-/// namespaces will need (not announced in Status yet: containers cannot join one).
+/// Whether the image store's filesystem takes id-mapped mounts, which pod user
+/// namespaces need: logged, and decides whether they are taken and announced.
 fn log_idmap_support(scratch: &Path, images: &Path) {
-    match idmap_probe(scratch, images) {
-        Ok(()) => info!(path = %images.display(), "id-mapped mounts supported"),
-        Err(e) => info!(path = %images.display(), error = %e, "no id-mapped mounts"),
-    }
+    let supported = match idmap_probe(scratch, images) {
+        Ok(()) => {
+            info!(path = %images.display(), "id-mapped mounts supported: pod user namespaces on");
+            true
+        }
+        Err(e) => {
+            info!(path = %images.display(), error = %e, "no id-mapped mounts: pod user namespaces off");
+            false
+        }
+    };
+    crate::sandbox::userns::set_supported(supported);
 }
 
 /// Id-maps a detached clone of `path` through a throwaway user namespace pinned under

@@ -33,5 +33,6 @@ mod seccomp;
 mod security;
 mod selftest;
 mod stats;
+mod userns;
 mod verbose;
 mod ws_client;

@@ -192,9 +192,8 @@ async fn bad_security_contexts_are_refused() {
         assert!(list_containers(&mut rt).await.is_empty());
         assert!(crate::mounts::container_mounts(&d).is_empty());
     }
-    // Pod user namespaces are not built: refused, never silently run as host root. Bad
-    // mappings and modes are named as such; every refusal leaves nothing behind (the
-    // teardown checks mounts, pins, processes and cgroups).
+    // Bad user namespace mappings and modes are named as such; every refusal leaves
+    // nothing behind (the teardown checks mounts, pins, processes and cgroups).
     let map = |container_id, host_id, length| IdMapping {
         host_id,
         container_id,
@@ -211,15 +210,24 @@ async fn bad_security_contexts_are_refused() {
             "only one mapping",
         ),
         (pod, one(), vec![map(1, 1000, 100000)], "container id 0"),
-        (pod, one(), one(), "not implemented"),
+        (pod, one(), vec![map(0, 1000, 0)], "must not be 0"),
         (NamespaceMode::Container, one(), one(), "POD or NODE"),
         (NamespaceMode::Target, one(), one(), "POD or NODE"),
+        // As kubelet: not with the node's network (the Node mode below).
+        (pod, one(), one(), "cannot share the node's network"),
     ];
     for (mode, uids, gids, says) in cases {
         let mut userns_pod = pod_config(&d, "userns");
         let linux = userns_pod.linux.get_or_insert_with(Default::default);
         let sc = linux.security_context.get_or_insert_with(Default::default);
+        let host_network = says.contains("node's network");
+        let network = if host_network {
+            NamespaceMode::Node
+        } else {
+            pod
+        };
         sc.namespace_options = Some(NamespaceOption {
+            network: network as i32,
             userns_options: Some(UserNamespace {
                 mode: mode as i32,
                 uids,

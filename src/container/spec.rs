@@ -140,6 +140,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         pod_files: input.pod_files,
         readonly_rootfs: sc.is_some_and(|s| s.readonly_rootfs),
         privileged: sc.is_some_and(|s| s.privileged),
+        idmap: modes.user.is_some(),
     })?;
 
     let mut spec = Spec::default();

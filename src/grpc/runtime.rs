@@ -41,7 +41,14 @@ impl RuntimeApi {
     }
 
     pub fn with_config(mut self, config: &crate::config::Config) -> Self {
-        self.config = serde_json::to_string(config).unwrap_or_default();
+        // `stateDir` as containerd's: critest checks id-mapped mounts under its parent,
+        // which for crius is the image store holding the layers.
+        let mut json = serde_json::to_value(config).unwrap_or_default();
+        if let Some(o) = json.as_object_mut() {
+            let state = config.layout().images.join("state");
+            o.insert("stateDir".into(), serde_json::json!(state));
+        }
+        self.config = json.to_string();
         self
     }
 }
@@ -472,8 +479,8 @@ fn default_handler() -> cri::RuntimeHandler {
         name: String::new(),
         features: Some(cri::RuntimeHandlerFeatures {
             recursive_read_only_mounts: crate::runtime::supports_recursive_readonly(),
-            // User namespaces and id-mapped mounts are not implemented yet.
-            user_namespaces: false,
+            // Pods in their own user namespace, where the image layers can be id-mapped.
+            user_namespaces: crate::sandbox::userns::supported(),
         }),
     }
 }

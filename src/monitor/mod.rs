@@ -180,7 +180,7 @@ impl ExitRecord {
 }
 
 /// `crius monitor --pod-id ID --dir DIR [--cgroup-root R] [--detach]
-/// [--pod-init-pin PIN --pod-init-cgroup CG [--pod-init-join NS]...]`. Parsed by hand,
+/// [--pod-init-pin PIN --pod-init-cgroup CG [--pod-init-join NS]... [--pod-init-userns U]]`. Parsed by hand,
 /// not by clap: every page of code the monitor touches stays resident in each monitor,
 /// and clap's parser was a large share of an idle monitor's footprint.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,7 +201,7 @@ impl MonitorArgs {
     /// Parses the arguments after `monitor`.
     pub fn parse<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Result<Self, String> {
         let (mut pod_id, mut dir, mut detach) = (None, None, false);
-        let (mut pin, mut pod_cgroup, mut join) = (None, None, Vec::new());
+        let (mut pin, mut pod_cgroup, mut join, mut user) = (None, None, Vec::new(), None);
         let mut cgroup_root = std::path::PathBuf::from("/sys/fs/cgroup");
         let mut it = args.into_iter();
         while let Some(flag) = it.next() {
@@ -218,12 +218,18 @@ impl MonitorArgs {
                 "--pod-init-pin" => pin = Some(value.into()),
                 "--pod-init-cgroup" => pod_cgroup = Some(value.to_string_lossy().into_owned()),
                 "--pod-init-join" => join.push(value.into()),
+                "--pod-init-userns" => user = Some(value.into()),
                 _ => return Err(format!("unknown monitor argument {flag:?}")),
             }
         }
         let pod_init = match (pin, pod_cgroup) {
-            (Some(pin), Some(cgroup)) => Some(PodInitOptions { pin, join, cgroup }),
-            (None, None) if join.is_empty() => None,
+            (Some(pin), Some(cgroup)) => Some(PodInitOptions {
+                pin,
+                join,
+                cgroup,
+                user,
+            }),
+            (None, None) if join.is_empty() && user.is_none() => None,
             _ => return Err("--pod-init-pin and --pod-init-cgroup go together".into()),
         };
         Ok(MonitorArgs {
@@ -295,6 +301,8 @@ mod args_tests {
             "c/pod-p",
             "--pod-init-join",
             "/d/ns/ipc",
+            "--pod-init-userns",
+            "/d/ns/user",
         ])
         .unwrap();
         let init = a.pod_init.expect("pod init");
@@ -304,6 +312,7 @@ mod args_tests {
             init.join,
             ["/d/ns/net", "/d/ns/ipc"].map(std::path::PathBuf::from)
         );
+        assert_eq!(init.user, Some(std::path::PathBuf::from("/d/ns/user")));
         assert!(parse(&["--pod-id", "p", "--dir", "/d", "--pod-init-pin", "/x"]).is_err());
         assert!(parse(&["--pod-id", "p", "--dir", "/d", "--pod-init-join", "/x"]).is_err());
     }

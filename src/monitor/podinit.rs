@@ -8,6 +8,12 @@
 //! has its namespace bind-mounted onto the pod's `ns/pid` pin, which containers join by
 //! path. It then only reaps the orphans the kernel reparents to it.
 //!
+//! In a pod with a user namespace of its own, the PID namespace must be owned by it (or
+//! its containers' root may not mount /proc), and a namespace's owner is the creator's
+//! user namespace: a short-lived helper joins the pod's user namespace, unshares the PID
+//! namespace and clones the pod init with `CLONE_PARENT`, so that it is still the
+//! monitor's child.
+//!
 //! It dies with the monitor (`PR_SET_PDEATHSIG`), is killed at pod stop, and if it dies
 //! on its own the monitor shuts the pod down (its containers died with the namespace).
 //! After the clone it only makes system calls: no allocation, so the pages it shares
@@ -44,6 +50,8 @@ pub struct PodInitOptions {
     pub join: Vec<PathBuf>,
     /// The pod init's cgroup (a leaf under the pod's), relative to the cgroup root.
     pub cgroup: String,
+    /// The pod's user namespace pin, which then owns the PID namespace.
+    pub user: Option<PathBuf>,
 }
 
 /// The running pod init, a child of the monitor.
@@ -71,20 +79,26 @@ impl PodInit {
         let title = arg_range();
         let (report_rx, report_tx) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(MonitorError::sys("pipe2"))?;
+        let user = (opts.user.as_ref())
+            .map(|p| File::open(p).map_err(|e| MonitorError::io("opening namespace", p, e)))
+            .transpose()?;
         let mut stack = vec![0u8; STACK_SIZE];
         let rx = report_rx.as_raw_fd();
         let child = Box::new(|| -> isize { child_main(&joins, (rx, &report_tx), title) });
-        // SAFETY: the monitor is single-threaded, so no lock is held by another thread;
-        // the child runs on its own stack and only makes system calls.
-        let pid = unsafe {
-            nix::sched::clone(
-                child,
-                &mut stack,
-                CloneFlags::CLONE_NEWPID,
-                Some(libc::SIGCHLD),
-            )
-        }
-        .map_err(MonitorError::sys("clone(CLONE_NEWPID)"))?;
+        let pid = match &user {
+            // SAFETY: the monitor is single-threaded, so no lock is held by another
+            // thread; the child runs on its own stack and only makes system calls.
+            None => unsafe {
+                nix::sched::clone(
+                    child,
+                    &mut stack,
+                    CloneFlags::CLONE_NEWPID,
+                    Some(libc::SIGCHLD),
+                )
+            }
+            .map_err(MonitorError::sys("clone(CLONE_NEWPID)"))?,
+            Some(userns) => clone_in_userns(userns, child, &mut stack)?,
+        };
         drop(report_tx);
         let init = PodInit { pid };
         let set_up = read_report(&report_rx)
@@ -107,6 +121,75 @@ impl PodInit {
     fn kill_and_reap(self) {
         self.kill();
         while let Err(Errno::EINTR) = waitpid(self.pid, None) {}
+    }
+}
+
+/// Clones `child` as pid 1 of a new PID namespace owned by `userns`, through a helper
+/// that joins it; returns the child's pid, a child of this process (`CLONE_PARENT`).
+fn clone_in_userns(
+    userns: &File,
+    child: nix::sched::CloneCb<'_>,
+    stack: &mut [u8],
+) -> Result<Pid, MonitorError> {
+    let (pid_rx, pid_tx) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(MonitorError::sys("pipe2"))?;
+    let mut helper_stack = vec![0u8; STACK_SIZE];
+    let mut child = Some(child);
+    let helper = Box::new(move || -> isize {
+        let Some(child) = child.take() else {
+            return 1;
+        };
+        match helper_main(userns, child, &mut *stack, &pid_tx) {
+            Ok(()) => 0,
+            Err(e) => e as isize,
+        }
+    });
+    // SAFETY: as for the pod init's clone; the helper only makes system calls.
+    let helper = unsafe {
+        nix::sched::clone(
+            helper,
+            &mut helper_stack,
+            CloneFlags::empty(),
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(MonitorError::sys("clone"))?;
+    let status = loop {
+        match waitpid(helper, None) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(MonitorError::sys("waiting for the pod init helper"))?,
+        }
+    };
+    let mut pid = [0u8; 4];
+    match status {
+        WaitStatus::Exited(_, 0) if nix::unistd::read(&pid_rx, &mut pid) == Ok(4) => {
+            Ok(Pid::from_raw(i32::from_ne_bytes(pid)))
+        }
+        WaitStatus::Exited(_, code) => Err(MonitorError::Sys {
+            op: "starting the pod init in the pod's user namespace",
+            source: Errno::from_raw(code),
+        }),
+        _ => Err(MonitorError::Internal("the pod init helper died".into())),
+    }
+}
+
+/// The helper, in its clone child: the PID namespace it unshares after joining `userns`
+/// is owned by it, and `child` is born into it as pid 1.
+fn helper_main(
+    userns: &File,
+    child: nix::sched::CloneCb<'_>,
+    stack: &mut [u8],
+    pid_tx: &OwnedFd,
+) -> Result<(), Errno> {
+    setns(userns, CloneFlags::CLONE_NEWUSER)?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
+    // SAFETY: this helper is single-threaded and only makes system calls.
+    let pid =
+        unsafe { nix::sched::clone(child, stack, CloneFlags::CLONE_PARENT, Some(libc::SIGCHLD)) }?;
+    match nix::unistd::write(pid_tx, &pid.as_raw().to_ne_bytes()) {
+        Ok(4) => Ok(()),
+        Ok(_) => Err(Errno::EIO),
+        Err(e) => Err(e),
     }
 }
 

@@ -80,6 +80,7 @@ async fn pod_init_holds_the_namespace_containers_join() {
         pin: pin.clone(),
         join: Vec::new(),
         cgroup: format!("{parent}/pod-init"),
+        user: None,
     };
     let _cleanup = Cleanup {
         pin: pin.clone(),
@@ -128,6 +129,7 @@ async fn a_pod_init_that_cannot_start_fails_the_spawn_with_its_reason() {
             pin: dir.path().join("pod/ns/pid"),
             join: vec![dir.path().join("no-such-namespace")],
             cgroup: "pod/pod-init".into(),
+            user: None,
         }),
     };
     // StartFailed with the monitor's reason: the ready timeout would say "did not answer".
@@ -137,4 +139,79 @@ async fn a_pod_init_that_cannot_start_fails_the_spawn_with_its_reason() {
         "{err}"
     );
     assert!(!opts.dir.join(SOCKET_NAME).exists());
+}
+
+/// The inode of the user namespace owning the namespace at `path` (NS_GET_USERNS).
+#[allow(unsafe_code)]
+fn owner(path: &Path) -> u64 {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: an open namespace fd; the ioctl returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_USERNS as _) };
+    assert!(
+        fd >= 0,
+        "NS_GET_USERNS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the kernel just returned this fd.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    owner.metadata().unwrap().ino()
+}
+
+/// With a user namespace (here `unshare -U`, mapped 0 → 1000), the pod init runs in it
+/// and its PID namespace is owned by it, so the containers' root may mount /proc.
+#[tokio::test]
+async fn a_pod_init_with_a_user_namespace_creates_its_pid_namespace_there() {
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-U", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let userns = PathBuf::from(format!("/proc/{}/ns/user", holder.id()));
+    while ns_inode(&userns) == ns_inode("/proc/self/ns/user") {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{}/{file}", holder.id());
+        std::fs::write(path, "0 1000 100000\n").unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("pod").join("ns").join("pid");
+    let parent = format!("crius-monitor-test-podinit-userns-{}", std::process::id());
+    let opts = PodInitOptions {
+        pin: pin.clone(),
+        join: Vec::new(),
+        cgroup: format!("{parent}/pod-init"),
+        user: Some(userns.clone()),
+    };
+    let _cleanup = Cleanup {
+        pin: pin.clone(),
+        parent,
+    };
+    let r = start_monitor_with(dir, "/sys/fs/cgroup".into(), Some(opts)).await;
+    let (owned_by, userns_inode) = (owner(&pin), ns_inode(&userns));
+    let init = in_namespace(ns_inode(&pin), "crius-pod-init");
+    let uid_map = std::fs::read_to_string(format!("/proc/{}/uid_map", init[0])).unwrap();
+    let parent_pid = std::fs::read_to_string(format!("/proc/{}/stat", init[0])).unwrap();
+    let parent_pid = parent_pid
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1);
+    let monitor_pid = r.pid.to_string();
+    r.client.shutdown().await.unwrap();
+    wait_for(|| gone(init[0])).await;
+    let _ = (holder.kill(), holder.wait());
+    umount2(&pin, MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(owned_by, userns_inode);
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1000", "100000"]
+    );
+    assert_eq!(
+        parent_pid,
+        Some(monitor_pid.as_str()),
+        "the monitor's child"
+    );
 }

@@ -125,6 +125,9 @@ fn pod_init_args(opts: Option<&PodInitOptions>) -> Vec<std::ffi::OsString> {
     for ns in &o.join {
         args.extend(["--pod-init-join".into(), ns.clone().into()]);
     }
+    if let Some(user) = &o.user {
+        args.extend(["--pod-init-userns".into(), user.clone().into()]);
+    }
     args
 }
 

@@ -19,6 +19,8 @@ pub(super) struct InitArgs<'a> {
     pub rootfs: &'a Path,
     pub cgroup: Option<CgroupView<'a>>,
     pub namespaces: &'a NamespacePlan,
+    /// The id-mapped binds, made by the caller (`idmap::open_mount_trees`).
+    pub mount_trees: &'a [Option<OwnedFd>],
     pub sync: Channel,
     pub start: OwnedFd,
     pub stdio: Stdio,
@@ -32,6 +34,7 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
         rootfs,
         cgroup,
         namespaces,
+        mount_trees,
         mut sync,
         start,
         stdio,
@@ -42,6 +45,7 @@ pub(super) fn run(args: InitArgs<'_>) -> ! {
         rootfs,
         cgroup,
         namespaces,
+        mount_trees,
         sync: &mut sync,
         start_fd,
         stdio,
@@ -68,6 +72,7 @@ struct PrepareArgs<'a, 'b> {
     rootfs: &'a Path,
     cgroup: Option<CgroupView<'a>>,
     namespaces: &'a NamespacePlan,
+    mount_trees: &'a [Option<OwnedFd>],
     sync: &'b mut Channel,
     start_fd: RawFd,
     stdio: Stdio,
@@ -79,13 +84,23 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<ReadyToExec, RuntimeError> {
     // Nothing of the caller's (other containers' pipes, the monitor's sockets) stays
     // open while init waits to be started; this process never returns, so no owner of
     // those fds will close them again.
-    stdio::close_all_except(&[a.sync.as_raw_fd(), a.start_fd])?;
+    let trees = a.mount_trees.iter().flatten().map(AsRawFd::as_raw_fd);
+    let keep: Vec<RawFd> = [a.sync.as_raw_fd(), a.start_fd]
+        .into_iter()
+        .chain(trees)
+        .collect();
+    stdio::close_all_except(&keep)?;
     // The caller puts us in the cgroup first: everything below is accounted to it.
     a.sync.expect(Message::Continue, "init")?;
     if a.namespaces.new_cgroup() {
         namespaces::enter_cgroup_ns()?;
     }
-    rootfs::setup(a.spec, a.rootfs, a.cgroup.as_ref())?;
+    let opened = rootfs::prepare(a.spec, a.rootfs, a.mount_trees)?;
+    if a.namespaces.joins_user() {
+        namespaces::become_root_in_userns()?;
+    }
+    rootfs::setup(a.spec, &opened, a.cgroup.as_ref())?;
+    drop(opened);
     if let Some(name) = a
         .spec
         .hostname()

@@ -18,9 +18,13 @@
 //! (argv/env/$PATH), `stdio` (fds), `console` (a pty inside the container),
 //! `bundle` (config.json), `cgroups` (v1/v2 managers, shared with the daemon).
 //!
-//! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp
-//! notification agents (`SCMP_ACT_NOTIFY`, rejected), AppArmor/SELinux labels, hooks, cgroup v2 device
-//! rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
+//! A user namespace is only joined by path (the daemon makes and maps the pod's); init
+//! becomes its root once it has opened what it needs from the host (`rootfs.rs`), and
+//! `idmap`/`ridmap` binds are id-mapped through it by the caller (`idmap.rs`).
+//!
+//! Not implemented yet: new user namespaces and time namespaces (rejected as
+//! InvalidSpec), seccomp notification agents (`SCMP_ACT_NOTIFY`, rejected),
+//! AppArmor/SELinux labels, hooks, cgroup v2 device rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
 
 pub mod cgroups;
 
@@ -43,6 +47,15 @@ pub enum RuntimeError {
     Sys {
         op: &'static str,
         source: nix::Error,
+    },
+    /// A volume of a container in a pod user namespace whose filesystem (or the kernel)
+    /// refuses id-mapped mounts.
+    #[error(
+        "cannot id-map {path} for the pod's user namespace (its filesystem may not support id-mapped mounts): {source}"
+    )]
+    Idmap {
+        path: PathBuf,
+        source: std::io::Error,
     },
     /// The container's init reported a failure before exec (e.g. executable not found).
     #[error("container init failed: {0}")]
@@ -70,6 +83,8 @@ impl crate::error::Classify for RuntimeError {
             // A failed init (e.g. executable not found) fails the call, as in other CRI
             // runtimes.
             RuntimeError::Cgroup(e) => e.kind(),
+            // The request is fine; this node cannot serve it.
+            RuntimeError::Idmap { .. } => Kind::FailedPrecondition,
             RuntimeError::Init(_) | RuntimeError::Io { .. } | RuntimeError::Sys { .. } => {
                 Kind::Internal
             }

@@ -21,6 +21,9 @@ pub(super) struct MountOptions {
     pub bind: bool,
     /// `rro`: read-only all the way down, submounts included (mount_setattr).
     pub recursive_readonly: bool,
+    /// `idmap`/`ridmap` (runtime-spec 1.2): the bind shows owners through the
+    /// container's user namespace; Some(true) for `ridmap`, which maps submounts too.
+    pub idmap: Option<bool>,
 }
 
 /// (option, clears the flag instead of setting it, flag)
@@ -56,6 +59,7 @@ impl Default for MountOptions {
             data: String::new(),
             bind: false,
             recursive_readonly: false,
+            idmap: None,
         }
     }
 }
@@ -82,6 +86,8 @@ pub(super) fn parse_options(options: &[String]) -> MountOptions {
             out.propagation = Some(*flags);
         } else if opt == "rro" {
             out.recursive_readonly = true;
+        } else if opt == "idmap" || opt == "ridmap" {
+            out.idmap = Some(opt == "ridmap");
         } else if opt == "bind" {
             out.bind = true;
             out.flags |= MsFlags::MS_BIND;
@@ -117,10 +123,14 @@ pub(super) fn mount_entry(rootfs: &Path, m: &Mount) -> Result<(), RuntimeError> 
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         mount_fs(&source, &target, typ, &opts)?;
     }
+    propagate(&target, &opts)
+}
+
+pub(super) fn propagate(target: &Path, opts: &MountOptions) -> Result<(), RuntimeError> {
     if let Some(propagation) = opts.propagation {
         mount(
             None::<&str>,
-            &target,
+            target,
             None::<&str>,
             propagation,
             None::<&str>,
@@ -294,7 +304,9 @@ mod tests {
         assert!(!o.bind);
 
         let o = opts(&["rbind", "rprivate", "rro"]);
-        assert!(o.bind && o.recursive_readonly);
+        assert!(o.bind && o.recursive_readonly && o.idmap.is_none());
+        assert_eq!(opts(&["rbind", "ridmap"]).idmap, Some(true));
+        assert_eq!(opts(&["bind", "idmap"]).idmap, Some(false));
         assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
         assert_eq!(o.data, "");
 

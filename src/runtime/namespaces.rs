@@ -48,6 +48,27 @@ impl NamespacePlan {
     pub(super) fn new_uts(&self) -> bool {
         self.new.contains(CloneFlags::CLONE_NEWUTS)
     }
+
+    /// Whether the process joins a user namespace, whose root init then becomes (once
+    /// it has opened what it needs from the host, see `rootfs::prepare`).
+    pub(super) fn joins_user(&self) -> bool {
+        joins_user(&self.join)
+    }
+
+    /// The user namespace the process joins, if any.
+    pub(super) fn user(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let user = self
+            .join
+            .iter()
+            .find(|j| j.kind == CloneFlags::CLONE_NEWUSER);
+        user.map(|j| j.file.as_fd())
+    }
+}
+
+/// Whether `joins` take the process into another user namespace.
+pub(super) fn joins_user(joins: &[Join]) -> bool {
+    joins.iter().any(|j| j.kind == CloneFlags::CLONE_NEWUSER)
 }
 
 fn flag(typ: LinuxNamespaceType) -> Option<CloneFlags> {
@@ -104,14 +125,16 @@ pub(super) fn plan(spec: &[LinuxNamespace], bundle: &Path) -> Result<NamespacePl
     Ok(plan)
 }
 
-/// The namespaces of a running container's init, for exec to join. Its user namespace
-/// only when it is not the caller's: setns into one's own user namespace is EINVAL.
+/// The namespaces of a running container's init that are not the caller's, for exec to
+/// join. One's own is skipped: setns into one's own user namespace is EINVAL, and once
+/// in a pod's user namespace, joining a namespace the host's user namespace owns (the
+/// host cgroup namespace a container without its own shares) is EPERM.
 pub(super) fn of_process(pid: Pid) -> Result<Vec<Join>, RuntimeError> {
     let mut joins = Vec::new();
     for (name, kind) in JOIN_ORDER {
         let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
         let file = File::open(&path).map_err(|e| io_err("open namespace", &path, e))?;
-        if *kind == CloneFlags::CLONE_NEWUSER && same_as_own(&file, "user")? {
+        if same_as_own(&file, name)? {
             continue;
         }
         joins.push(Join {
@@ -161,13 +184,14 @@ impl Drop for PidNsForChildren {
 
 /// In the intermediate process: join the given namespaces, then create the new ones
 /// (except cgroup, see [`NamespacePlan::new_cgroup`]). A new pid namespace applies to the
-/// children forked afterwards.
+/// children forked afterwards. The ids do not change: after joining a user namespace
+/// the process is still host root (unmapped there), which keeps the host's 0700 state
+/// dirs walkable; the caller becomes the namespace's root ([`become_root_in_userns`])
+/// once it is done with host paths. The capabilities setns gives in the joined user
+/// namespace suffice to join and create the namespaces it owns.
 pub(super) fn enter(joins: &[Join], new: CloneFlags) -> Result<(), RuntimeError> {
     for j in joins {
         setns(&j.file, j.kind).map_err(sys_err("setns"))?;
-        if j.kind == CloneFlags::CLONE_NEWUSER {
-            become_root_in_userns()?;
-        }
     }
     let new = new - CloneFlags::CLONE_NEWCGROUP;
     if !new.is_empty() {
@@ -180,7 +204,7 @@ pub(super) fn enter(joins: &[Join], new: CloneFlags) -> Result<(), RuntimeError>
 /// there: files created would fail with EOVERFLOW. Become its root (host id = the
 /// mapping's), as runc's nsexec does; capabilities in the namespace are kept, since the
 /// old uid was not that namespace's root.
-fn become_root_in_userns() -> Result<(), RuntimeError> {
+pub(super) fn become_root_in_userns() -> Result<(), RuntimeError> {
     use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
     let (root_gid, root_uid) = (Gid::from_raw(0), Uid::from_raw(0));
     setresgid(root_gid, root_gid, root_gid).map_err(sys_err("setresgid in user namespace"))?;
@@ -246,11 +270,10 @@ mod tests {
         assert_eq!(plan.new, CloneFlags::CLONE_NEWNS);
     }
 
-    /// exec skips joining a user namespace the caller is already in (EINVAL otherwise).
+    /// exec skips joining a namespace the caller is already in (EINVAL for the user
+    /// namespace, EPERM for the others once in a pod's user namespace).
     #[test]
-    fn exec_joins_only_a_foreign_user_namespace() {
-        let own = of_process(nix::unistd::getpid()).unwrap();
-        assert!(own.iter().all(|j| j.kind != CloneFlags::CLONE_NEWUSER));
-        assert_eq!(own.len(), JOIN_ORDER.len() - 1);
+    fn exec_joins_only_foreign_namespaces() {
+        assert!(of_process(nix::unistd::getpid()).unwrap().is_empty());
     }
 }

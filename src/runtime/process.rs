@@ -20,6 +20,7 @@ use super::cgroupfs::CgroupView;
 use super::cgroups::{self, CgroupManager};
 use super::child::{exit_now, fork_child};
 use super::console::{self, Console};
+use super::idmap;
 use super::init::{self, InitArgs};
 use super::namespaces::{self, Join};
 use super::seccomp::Filter;
@@ -46,6 +47,7 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
     }
     let cgroup = bundle.cgroup(opts.cgroup_root)?;
     let cgroup_path = bundle.cgroup_path();
+    let trees = idmap::open_mount_trees(&bundle.spec, ns.user(), &bundle.dir)?;
     let (mut sync, child_sync) = sync::channel()?;
     let (start_rx, start_tx) = pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let start_rx = above_stdio(start_rx)?;
@@ -61,6 +63,7 @@ pub(super) fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
                     path,
                 }),
                 namespaces: &ns,
+                mount_trees: &trees,
                 sync: child_sync,
                 start: start_rx,
                 stdio: opts.stdio,
@@ -311,6 +314,10 @@ fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: 
         signals::reset()?;
         cgroups::join_self(&target.cgroup)?;
         namespaces::enter(&target.joins, CloneFlags::empty())?;
+        if namespaces::joins_user(&target.joins) {
+            // Before the terminal: a pty made by an unmapped host root is EOVERFLOW.
+            namespaces::become_root_in_userns()?;
+        }
         if !stdio.is_console() {
             return Ok(None);
         }

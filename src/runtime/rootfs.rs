@@ -1,38 +1,117 @@
-//! The container's filesystem view, built in its new mount namespace: propagation, the
+//! The container's filesystem view, built in its new mount namespace in two steps:
+//! [`prepare`] walks the host's paths (the rootfs and the bind sources, under the
+//! daemon's 0700 state dirs) while init still has the caller's ids and opens them;
+//! [`setup`], run after init may have become a user namespace's root (which cannot walk
+//! those dirs), reaches them only through the open fds (`/proc/self/fd/N`, whose magic
+//! link skips the walk), as runc 1.2 passes mount sources as fds. Then propagation, the
 //! spec's mounts, /dev, pivot_root, masked and read-only paths.
 
 use std::fs::File;
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{fchdir, pivot_root};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Mount, Spec};
 
 use super::cgroupfs::{CgroupView, mount_view};
+use super::idmap::attach_entry;
 use super::mounts::{create_dir, is_cgroupfs, mount_entry, parse_options};
 use super::paths::resolve_in_root;
 use super::{RuntimeError, devices, io_err, sys_err};
 
-/// Builds the container's filesystem and pivots into it.
-pub(super) fn setup(
+/// The rootfs and the bind sources, open (O_PATH) before init's ids change.
+pub(super) struct Prepared<'a> {
+    /// The rootfs after its bind onto itself (the mount the container's mounts go on).
+    rootfs: File,
+    /// The spec's mounts, bind sources replaced by `/proc/self/fd/N` of `_sources`.
+    mounts: Vec<Mount>,
+    /// Per mount: the id-mapped tree the caller made of its source, attached instead.
+    trees: &'a [Option<OwnedFd>],
+    _sources: Vec<File>,
+    propagation: MsFlags,
+}
+
+/// Sets the rootfs' propagation and binds it onto itself, then opens it and every bind
+/// source of the spec's mounts. Host paths are walked only here.
+pub(super) fn prepare<'a>(
     spec: &Spec,
     rootfs: &Path,
-    cgroup: Option<&CgroupView<'_>>,
-) -> Result<(), RuntimeError> {
-    let linux = spec.linux().as_ref();
-    let propagation = linux
+    trees: &'a [Option<OwnedFd>],
+) -> Result<Prepared<'a>, RuntimeError> {
+    let propagation = spec
+        .linux()
+        .as_ref()
         .and_then(|l| l.rootfs_propagation().as_ref())
         .and_then(|p| parse_options(std::slice::from_ref(p)).propagation)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     prepare_root(rootfs, propagation)?;
-    for m in spec.mounts().as_deref().unwrap_or_default() {
-        if !is_cgroupfs(m) {
+    // Opened after the bind, so the fd is the bind's root and not the mount under it.
+    let root = open_path(rootfs)?;
+    let mut sources = Vec::new();
+    let mut mounts = Vec::new();
+    for (i, m) in spec
+        .mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let mut m = m.clone();
+        let bind = parse_options(m.options().as_deref().unwrap_or_default()).bind;
+        let has_tree = matches!(trees.get(i), Some(Some(_)));
+        if let Some(source) = m
+            .source()
+            .clone()
+            .filter(|_| bind && !has_tree && !is_cgroupfs(&m))
+        {
+            let file = open_path(&source)?;
+            m.set_source(Some(fd_path(&file)));
+            sources.push(file);
+        }
+        mounts.push(m);
+    }
+    Ok(Prepared {
+        rootfs: root,
+        mounts,
+        trees,
+        _sources: sources,
+        propagation,
+    })
+}
+
+/// An O_PATH fd: enough to mount from or on, and needs no read permission.
+fn open_path(path: &Path) -> Result<File, RuntimeError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_err("open", path, e))
+}
+
+fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Builds the container's filesystem from what [`prepare`] opened and pivots into it.
+pub(super) fn setup(
+    spec: &Spec,
+    prepared: &Prepared<'_>,
+    cgroup: Option<&CgroupView<'_>>,
+) -> Result<(), RuntimeError> {
+    let rootfs = &fd_path(&prepared.rootfs);
+    for (i, m) in prepared.mounts.iter().enumerate() {
+        if let Some(Some(tree)) = prepared.trees.get(i) {
+            attach_entry(rootfs, m, tree)?;
+        } else if !is_cgroupfs(m) {
             mount_entry(rootfs, m)?;
         } else if let Some(view) = cgroup {
             // Without a cgroup of its own the container gets no cgroupfs at all.
             mount_view(view, &resolve_in_root(rootfs, m.destination())?)?;
         }
     }
+    let linux = spec.linux().as_ref();
     let extra = linux
         .and_then(|l| l.devices().as_deref())
         .unwrap_or_default();
@@ -41,10 +120,11 @@ pub(super) fn setup(
         // An image's working directory need not exist yet (runc creates it too).
         create_dir(&resolve_in_root(rootfs, process.cwd())?)?;
     }
-    enter_root(rootfs)?;
+    enter_root(&prepared.rootfs)?;
     // A shared root is made so only now, on the container's own "/": applied before the
     // pivot it would have made the rootfs mount a peer of the host's and pivot_root
     // refuses a shared mount (EINVAL). runc orders it the same way.
+    let propagation = prepared.propagation;
     if !propagation.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE) {
         mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
             .map_err(sys_err("apply rootfs propagation"))?;
@@ -102,10 +182,9 @@ pub(super) fn finalize(spec: &Spec) -> Result<(), RuntimeError> {
 
 /// pivot_root without a directory for the old root: stack the old root on the new one,
 /// then detach it (the runc technique), leaving nothing of the host reachable.
-fn enter_root(rootfs: &Path) -> Result<(), RuntimeError> {
+fn enter_root(new_root: &File) -> Result<(), RuntimeError> {
     let old_root = File::open("/").map_err(|e| io_err("open", Path::new("/"), e))?;
-    let new_root = File::open(rootfs).map_err(|e| io_err("open", rootfs, e))?;
-    fchdir(&new_root).map_err(sys_err("chdir to rootfs"))?;
+    fchdir(new_root).map_err(sys_err("chdir to rootfs"))?;
     pivot_root(".", ".").map_err(sys_err("pivot_root"))?;
     fchdir(&old_root).map_err(sys_err("chdir to old root"))?;
     // The unmount must not propagate to the host's copy of these mounts.

@@ -404,9 +404,12 @@ fn dropped_container_never_runs(dir: &Path, parent: &str) {
 }
 
 /// A user namespace created by someone else (here `unshare -U`, mapped 0 → 1000) and
-/// given by path: the intermediate process joins it first and becomes its root; the rest
-/// (mount, pid, net, ipc, uts namespaces created owned by it; proc, sysfs, devices) works.
-/// Mount points must exist in the rootfs: root there is not the rootfs owner.
+/// given by path: the intermediate process joins it first, init becomes its root; the
+/// rest (mount, pid, net, ipc, uts namespaces created owned by it; proc, sysfs, devices)
+/// works. The bundle sits in a 0700 root-owned dir, as the daemon's state dirs, and a
+/// bind source in another: init opens them before it becomes the namespace's root, who
+/// could not walk there. Mount points must exist in the rootfs: root there is not the
+/// rootfs owner.
 #[test]
 fn a_container_joins_a_user_namespace_by_path() {
     if !nix::unistd::Uid::effective().is_root() || !Path::new("/bin/busybox").exists() {
@@ -418,6 +421,13 @@ fn a_container_joins_a_user_namespace_by_path() {
     crate::testutil::busybox_rootfs(&rootfs, APPLETS);
     for d in ["proc", "dev", "sys/fs/cgroup", "work/dir"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::write(rootfs.join("work/probe"), "").unwrap();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("hosts"), "bound-from-a-0700-dir\n").unwrap();
+    for d in [dir.path(), &private] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     }
     let mut holder = Command::new("unshare")
         .args(["-U", "sleep", "60"])
@@ -433,9 +443,19 @@ fn a_container_joins_a_user_namespace_by_path() {
         std::fs::write(path, "0 1000 100000\n").unwrap();
     }
     let parent = format!("crius-userns-test-{}", std::process::id());
-    let script = "cat /proc/self/uid_map; id -u; id -g; ls /dev/null";
+    let script = "cat /proc/self/uid_map; id -u; id -g; ls /dev/null; cat /work/probe";
     let bundle = write_bundle(dir.path(), &["sh", "-c", script], &format!("{parent}/u"));
     let mut spec = Spec::load(bundle.join("config.json")).unwrap();
+    let mut mounts = spec.mounts().clone().unwrap();
+    let bind = MountBuilder::default()
+        .destination("/work/probe")
+        .typ("bind")
+        .source(private.join("hosts"))
+        .options(vec!["rbind".into(), "ro".into()])
+        .build()
+        .unwrap();
+    mounts.push(bind);
+    spec.set_mounts(Some(mounts));
     let mut linux = spec.linux().clone().unwrap();
     let mut namespaces = linux.namespaces().clone().unwrap();
     let user = oci_spec::runtime::LinuxNamespaceBuilder::default()
@@ -474,9 +494,6 @@ fn a_container_joins_a_user_namespace_by_path() {
     let (out, code) = out.unwrap_or_else(|e| panic!("create: {e}"));
     assert_eq!(code, 0, "output: {out}");
     let words: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(
-        words,
-        ["0", "1000", "100000", "0", "0", "/dev/null"],
-        "{out}"
-    );
+    let want = "0 1000 100000 0 0 /dev/null bound-from-a-0700-dir";
+    assert_eq!(words.join(" "), want, "{out}");
 }

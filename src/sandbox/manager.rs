@@ -226,10 +226,12 @@ impl PodManager {
     async fn spawn_monitor(&self, rec: &PodRecord, set: NamespaceSet) -> Result<()> {
         fault::inject("monitor-spawn")?;
         let ns = self.namespaces(&rec.id);
+        let user = super::userns::pod_mappings(namespace_options(&rec.config).as_ref());
         let pod_init = set.pid.then(|| monitor::PodInitOptions {
             join: ns.created(set),
             pin: ns.pid.clone(),
             cgroup: format!("{}/{POD_INIT_CGROUP}", rec.cgroup),
+            user: user.map(|_| ns.user.clone()),
         });
         let opts = monitor::SpawnOptions {
             pod_id: rec.id.clone(),

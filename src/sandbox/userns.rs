@@ -33,6 +33,32 @@ pub struct UserNsMappings {
     pub gid: IdMap,
 }
 
+static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Set once at start from the id-mapped mount check on the image store: pod user
+/// namespaces are only taken (and announced in Status) where it passed.
+pub fn set_supported(yes: bool) {
+    let _ = SUPPORTED.set(yes);
+}
+
+/// Whether this host can run pods in their own user namespace (false until checked).
+pub fn supported() -> bool {
+    SUPPORTED.get().copied().unwrap_or(false)
+}
+
+/// What a POD user namespace cannot be combined with, as kubelet refuses it too: the
+/// host's network, IPC or PID namespace (sysfs, mqueue and proc cannot be mounted from
+/// inside it). A pod-wide PID namespace is fine: its pod init is created owned by the
+/// pod's user namespace (`monitor/podinit.rs`).
+pub fn check_combination(o: &NamespaceOption) -> Result<(), InputError> {
+    let node = NamespaceMode::Node as i32;
+    if o.network == node || o.ipc == node || o.pid == node {
+        let reason = "a pod user namespace cannot share the node's network, IPC or PID namespace";
+        return Err(InputError::invalid("user namespace mode", "POD", reason));
+    }
+    Ok(())
+}
+
 /// The mappings of the pod's own user namespace, if its (validated) options ask for one.
 pub fn pod_mappings(options: Option<&NamespaceOption>) -> Option<UserNsMappings> {
     let userns = options?.userns_options.as_ref()?;
@@ -141,6 +167,27 @@ mod tests {
                 crate::error::Kind::InvalidArgument,
                 "{what}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn host_namespaces_are_refused() {
+        let modes =
+            |network: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode| NamespaceOption {
+                network: network as i32,
+                pid: pid as i32,
+                ipc: ipc as i32,
+                ..Default::default()
+            };
+        use NamespaceMode::{Container, Node, Pod};
+        assert!(check_combination(&modes(Pod, Container, Pod)).is_ok());
+        assert!(check_combination(&modes(Pod, Pod, Pod)).is_ok());
+        for bad in [
+            modes(Node, Container, Pod),
+            modes(Pod, Node, Pod),
+            modes(Pod, Container, Node),
+        ] {
+            assert!(check_combination(&bad).is_err(), "{bad:?}");
         }
     }
 

@@ -405,7 +405,17 @@ fn pod_user_namespace_is_joined_first_with_its_mappings() {
     });
     let mut f = Fixture::new();
     set_namespace_options(&mut f, Some(opts));
+    f.config.mounts = vec![k8s_cri::v1::Mount {
+        container_path: "/data".into(),
+        host_path: "/host/data".into(),
+        ..Default::default()
+    }];
     let spec = f.generate().expect("spec");
+    // Volumes are id-mapped through the pod's user namespace; the pod files are not.
+    let volume = super::tests::mount(&spec, "/data").expect("volume");
+    assert!(super::tests::options(volume).contains(&"ridmap".to_string()));
+    let hosts = super::tests::mount(&spec, "/etc/hosts").expect("hosts");
+    assert!(!super::tests::options(hosts).contains(&"ridmap".to_string()));
     let first = &linux(&spec).namespaces().as_ref().expect("namespaces")[0];
     assert_eq!(first.typ(), LinuxNamespaceType::User);
     assert_eq!(first.path().as_deref(), Some(std::path::Path::new(NS_USER)));
@@ -415,6 +425,13 @@ fn pod_user_namespace_is_joined_first_with_its_mappings() {
     }
     let mut f = Fixture::new();
     set_namespace_options(&mut f, None);
+    f.config.mounts = vec![k8s_cri::v1::Mount {
+        container_path: "/data".into(),
+        host_path: "/host/data".into(),
+        ..Default::default()
+    }];
     let spec = f.generate().expect("spec");
     assert!(linux(&spec).uid_mappings().is_none());
+    let volume = super::tests::mount(&spec, "/data").expect("volume");
+    assert!(!super::tests::options(volume).contains(&"ridmap".to_string()));
 }

@@ -20,6 +20,10 @@ pub(super) struct MountInput<'a> {
     pub readonly_rootfs: bool,
     /// Privileged containers get writable sysfs and cgroupfs, as in containerd.
     pub privileged: bool,
+    /// The pod has a user namespace of its own: the CRI binds (volumes) are id-mapped
+    /// through it (`ridmap`), so files show the owners they have on the host, as
+    /// kubelet expects of a runtime (the pod files, read-only to it, are not).
+    pub idmap: bool,
 }
 
 pub(super) struct Mounts {
@@ -122,7 +126,10 @@ pub(super) fn build(input: &MountInput) -> Result<Mounts, SpecError> {
 
     let mut rootfs_propagation: Option<String> = None;
     for (m, source) in cri {
-        let (options, needs) = bind_options(m)?;
+        let (mut options, needs) = bind_options(m)?;
+        if input.idmap {
+            options.push("ridmap");
+        }
         // rshared wins over rslave: a bidirectional mount needs a shared rootfs.
         if needs.is_some() && rootfs_propagation.as_deref() != Some("rshared") {
             rootfs_propagation = needs.map(str::to_string);
