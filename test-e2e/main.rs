@@ -9,6 +9,7 @@
 mod bad_input;
 mod bench;
 mod bench_client;
+mod bench_exec;
 mod containers;
 mod events;
 mod exec;
