@@ -29,6 +29,11 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        // Frames are small and each is written whole: Nagle would hold the last ones of
+        // an exec (its stdout's end, then the exit) for the client's delayed ACK, ~40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| route(req, shared.clone()));
