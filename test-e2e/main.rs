@@ -33,4 +33,5 @@ mod seccomp;
 mod security;
 mod selftest;
 mod stats;
+mod streaming_tls;
 mod verbose;
