@@ -44,6 +44,41 @@ pub struct StreamingConfig {
     pub idle_timeout_seconds: u64,
     /// Forwarded connections in flight at once, across all clients.
     pub max_streams: usize,
+    /// PEM certificate chain for HTTPS; empty (with `tls_key_file`) for plain HTTP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of the certificate's leaf.
+    pub tls_key_file: PathBuf,
+}
+
+impl StreamingConfig {
+    /// The certificate and key files, when the server is to speak TLS.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        (set(&self.tls_cert_file) && set(&self.tls_key_file))
+            .then_some((&self.tls_cert_file, &self.tls_key_file))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "streaming.address must be ip:port, got {:?}",
+                self.address
+            ));
+        }
+        let set = [&self.tls_cert_file, &self.tls_key_file].map(|p| !p.as_os_str().is_empty());
+        if set[0] != set[1] {
+            return Err(
+                "streaming.tls_cert_file and streaming.tls_key_file must be set together".into(),
+            );
+        }
+        if set[0] && !(self.tls_cert_file.is_absolute() && self.tls_key_file.is_absolute()) {
+            return Err("streaming.tls_cert_file and tls_key_file must be absolute paths".into());
+        }
+        if self.token_ttl_seconds == 0 || self.idle_timeout_seconds == 0 || self.max_streams == 0 {
+            return Err("streaming timeouts and max_streams must be positive".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for StreamingConfig {
@@ -53,6 +88,8 @@ impl Default for StreamingConfig {
             token_ttl_seconds: 60,
             idle_timeout_seconds: 4 * 3600,
             max_streams: 128,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }
@@ -145,7 +182,8 @@ config_path = "/etc/crius/certs.d"
 
 [streaming]
 # The HTTP server that Exec/Attach/PortForward URLs point at: host:port, port 0 for a
-# free one. Plain HTTP (no TLS): keep it on localhost, where kubelet reaches it.
+# free one. Plain HTTP unless the TLS files below are set: keep it on localhost, where
+# kubelet reaches it.
 address = "127.0.0.1:0"
 # A returned URL works once, and only for this long.
 token_ttl_seconds = 60
@@ -153,6 +191,12 @@ token_ttl_seconds = 60
 idle_timeout_seconds = 14400
 # Forwarded connections in flight at once; more are refused with an error message.
 max_streams = 128
+# HTTPS from a PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
+# PKCS#1 or SEC1); both or neither. The URLs are then https://. kubelet verifies the
+# certificate against the host's trusted CAs and the address's IP or name; crictl
+# verifies only when given --tls-ca.
+tls_cert_file = ""
+tls_key_file = ""
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -223,16 +267,7 @@ impl Config {
                 "max_container_log_line_size must be between 64 and {MAX_LOG_LINE} bytes"
             ));
         }
-        let st = &self.streaming;
-        if st.address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "streaming.address must be ip:port, got {:?}",
-                st.address
-            ));
-        }
-        if st.token_ttl_seconds == 0 || st.idle_timeout_seconds == 0 || st.max_streams == 0 {
-            return Err("streaming timeouts and max_streams must be positive".into());
-        }
+        self.streaming.validate()?;
         if self.cgroup_parent.split('/').any(|c| c == "..") {
             return Err("cgroup_parent must not contain '..'".into());
         }
@@ -308,6 +343,9 @@ mod tests {
             "address = \"localhost\"",
             "max_streams = 0",
             "token_ttl_seconds = 0",
+            "tls_cert_file = \"/etc/crius/tls.crt\"",
+            "tls_key_file = \"/etc/crius/tls.key\"",
+            "tls_cert_file = \"tls.crt\"\ntls_key_file = \"tls.key\"",
         ] {
             std::fs::write(&p, format!("[streaming]\n{bad}")).unwrap();
             assert!(matches!(

@@ -26,6 +26,8 @@ fn make_dir(path: &Path, mode: u32) -> Result<()> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
+    // A certificate that will not load stops the daemon before it touches any state.
+    let tls = crate::streaming::load_tls(&cfg.streaming).await?;
     let layout = cfg.layout();
     make_dir(&cfg.root, 0o711)?;
     make_dir(&cfg.run_root, 0o711)?;
@@ -78,7 +80,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     containers.start_events()?;
     // A pull or removal cut short by a crash can leave unreferenced snapshots and blobs.
     images.prune(&containers.chain_ids_in_use()?);
-    let streaming = Arc::new(crate::streaming::Streaming::start(&cfg.streaming).await?);
+    let streaming = Arc::new(crate::streaming::Streaming::start(&cfg.streaming, tls).await?);
     let listener = grpc::bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), "crius ready");
     let services = grpc::Services {

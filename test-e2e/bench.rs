@@ -183,6 +183,8 @@ async fn bench_budgets() {
         pod: &pod_id,
         container: &id,
     });
+    let endpoint = format!("unix://{}", d.paths.socket.display());
+    crate::bench_exec::report(&endpoint, &id);
     d.teardown().await;
 }
 

@@ -4,6 +4,7 @@ use crate::harness::{Daemon, Images, Runtime};
 use k8s_cri::v1::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -370,4 +371,32 @@ pub async fn wait_log_line(path: &Path, stream: &str, want: &str, within: Durati
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A self-signed P-256 certificate for localhost and 127.0.0.1, and its key, in `dir`.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // An end-entity certificate: webpki refuses a CA's as a server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "openssl could not make a test certificate");
+    (cert, key)
 }

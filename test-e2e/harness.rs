@@ -54,6 +54,9 @@ pub struct Options {
     pub max_log_line: Option<u32>,
     /// `streaming.token_ttl_seconds`; `None` leaves the daemon's default.
     pub token_ttl: Option<u64>,
+    /// Serve streaming over TLS with a self-signed certificate for localhost and
+    /// 127.0.0.1 that openssl makes: `tls.crt` and `tls.key` in `Paths::dir`.
+    pub tls: bool,
 }
 
 /// Where one daemon keeps everything.
@@ -355,11 +358,23 @@ fn write_config(paths: &Paths, options: Options) {
         q(&paths.cni_conf_dir),
         q(&cni_bin),
         q(&certs),
-        options.token_ttl.map_or(String::new(), |n| format!(
-            "\n[streaming]\ntoken_ttl_seconds = {n}\n"
-        )),
+        streaming_section(paths, options),
     );
     fs::write(&paths.config, config).expect("writing the test config");
+}
+
+/// `[streaming]`, when the options change it.
+fn streaming_section(paths: &Paths, options: Options) -> String {
+    let mut section = String::from("\n[streaming]\n");
+    if let Some(n) = options.token_ttl {
+        section += &format!("token_ttl_seconds = {n}\n");
+    }
+    if options.tls {
+        let (cert, key) = crate::fixtures::self_signed(&paths.dir);
+        let q = |p: &Path| toml::Value::String(path_str(p)).to_string();
+        section += &format!("tls_cert_file = {}\ntls_key_file = {}\n", q(&cert), q(&key));
+    }
+    section
 }
 
 /// The same mirrors as hack/mirrors.sh, plus plain HTTP for the registry's own name.

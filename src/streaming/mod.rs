@@ -4,8 +4,8 @@
 //! under a single-use token (`tokens`) and returns the URL naming it. `server` accepts
 //! HTTP/1.1 and upgrades a request to SPDY/3.1 (`spdy/`) or WebSocket; `portforward/`
 //! speaks kubelet's port-forward protocol over either and connects inside the pod's
-//! network namespace. No TLS: the server listens on localhost by default, as kubelet
-//! expects of a local runtime.
+//! network namespace. It listens on localhost by default, as kubelet expects of a local
+//! runtime, in plain HTTP unless a certificate and key are configured (`tls`).
 
 mod activity;
 mod exec;
@@ -14,6 +14,7 @@ mod portforward;
 mod remotecommand;
 mod server;
 pub mod spdy;
+mod tls;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+pub use tokio_rustls::TlsAcceptor;
 
 use crate::config::StreamingConfig;
 use crate::error::{Classify, Kind};
@@ -119,6 +121,13 @@ pub enum StreamingError {
     Connect { port: u16, source: std::io::Error },
     #[error("the port-forward connect thread: {0}")]
     Thread(String),
+    #[error("reading the streaming TLS file {path}: {source}")]
+    TlsRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the streaming TLS file {path}: {message}")]
+    Tls { path: PathBuf, message: String },
 }
 
 impl Classify for StreamingError {
@@ -143,15 +152,30 @@ struct Shared {
 /// The handle the RPC layer holds: it issues URLs; the server runs on its own task.
 pub struct Streaming {
     addr: SocketAddr,
+    /// `https` when the server speaks TLS.
+    scheme: &'static str,
     shared: Arc<Shared>,
+}
+
+/// The TLS acceptor for the configured certificate and key, or `None` for plain HTTP.
+/// The daemon loads it before anything else, so that a bad file stops it at once.
+pub async fn load_tls(cfg: &StreamingConfig) -> Result<Option<TlsAcceptor>, StreamingError> {
+    match cfg.tls() {
+        Some((cert, key)) => tls::acceptor(cert, key).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Requests waiting for their client at once.
 const MAX_WAITING: usize = 1000;
 
 impl Streaming {
-    /// Binds the configured address and serves until the runtime stops.
-    pub async fn start(cfg: &StreamingConfig) -> Result<Streaming, StreamingError> {
+    /// Binds the configured address and serves until the runtime stops, over TLS with
+    /// `tls` (see [`load_tls`]).
+    pub async fn start(
+        cfg: &StreamingConfig,
+        tls: Option<TlsAcceptor>,
+    ) -> Result<Streaming, StreamingError> {
         let listener = tokio::net::TcpListener::bind(&cfg.address)
             .await
             .map_err(|source| StreamingError::Bind {
@@ -170,21 +194,32 @@ impl Streaming {
             max_streams: cfg.max_streams,
             idle: Duration::from_secs(cfg.idle_timeout_seconds),
         });
-        tokio::spawn(server::run(listener, shared.clone()));
-        tracing::info!(%addr, "serving CRI streaming");
-        Ok(Streaming { addr, shared })
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tokio::spawn(server::run(listener, shared.clone(), tls));
+        tracing::info!(%addr, scheme, "serving CRI streaming");
+        Ok(Streaming {
+            addr,
+            scheme,
+            shared,
+        })
     }
 
     /// The URL a client connects to for this port-forward, valid once.
     pub fn port_forward_url(&self, request: PortForward) -> Result<String, StreamingError> {
         let token = self.shared.tokens.insert(Pending::PortForward(request))?;
-        Ok(format!("http://{}/portforward/{token}", self.addr))
+        Ok(format!(
+            "{}://{}/portforward/{token}",
+            self.scheme, self.addr
+        ))
     }
 
     /// The URL a client connects to for this exec or attach, valid once.
     pub fn exec_url(&self, request: Exec) -> Result<String, StreamingError> {
         let endpoint = request.endpoint();
         let token = self.shared.tokens.insert(Pending::Exec(request))?;
-        Ok(format!("http://{}/{endpoint}/{token}", self.addr))
+        Ok(format!(
+            "{}://{}/{endpoint}/{token}",
+            self.scheme, self.addr
+        ))
     }
 }

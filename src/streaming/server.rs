@@ -1,17 +1,19 @@
-//! The HTTP/1.1 side: the accept loop, `/portforward/<token>` and `/exec/<token>` routing, and the upgrade
+//! The HTTP/1.1 side: the accept loop (and TLS handshake), `/portforward/<token>` and `/exec/<token>` routing, and the upgrade
 //! to SPDY/3.1 or WebSocket. Everything after the upgrade belongs to `portforward`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::portforward::{self, Forwarder};
-use super::{Exec, Pending, Shared, exec_ws, remotecommand};
+use super::{Exec, Pending, Shared, TlsAcceptor, exec_ws, remotecommand};
 
 /// A client must send its request head within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,7 +21,7 @@ pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
 const STREAM_PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 const ACCEPTED_PROTOCOLS_HEADER: &str = "x-accepted-stream-protocol-versions";
 
-pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -29,18 +31,39 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = shared.clone();
+        // Frames are small and each is written whole: Nagle would hold the last ones of
+        // an exec (its stdout's end, then the exit) for the client's delayed ACK, ~40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+        }
+        let (shared, tls) = (shared.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| route(req, shared.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "streaming connection ended");
+            let Some(tls) = tls else {
+                return serve(tcp, peer, shared).await;
+            };
+            // The handshake counts against the time a client has for its request head.
+            match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => serve(stream, peer, shared).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it ends or is upgraded.
+async fn serve<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| route(req, shared.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "streaming connection ended");
     }
 }
 
