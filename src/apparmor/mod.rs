@@ -1,7 +1,7 @@
 //! crius's own AppArmor profile for RuntimeDefault: generated (`profile.rs`) and loaded
 //! into the kernel once at daemon start, as containerd does for `cri-containerd.apparmor.d`:
-//! skipped when the kernel already lists it, otherwise written under crius's run root
-//! and loaded with `apparmor_parser -Kr` (`-K`: no cache written to /etc).
+//! written under crius's run root, and loaded with `apparmor_parser -Kr` (`-K`: no cache
+//! written to /etc) unless the kernel already lists it.
 //!
 //! Everything here blocks (files, a child process); the daemon runs it on the blocking
 //! pool. Deciding and parsing are pure functions, so they are tested without AppArmor.
@@ -66,21 +66,22 @@ fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> AppArmorErro
 /// What [`ensure_loaded`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
-    /// The kernel already had it (loaded by an earlier crius since boot, or by an admin).
+    /// The kernel already had it (loaded by an earlier crius since boot, or by an admin);
+    /// not replaced, since running containers are confined by it.
     Already,
     /// Written to this file and loaded from it.
     From(PathBuf),
 }
 
-/// Makes sure the kernel has profile `name`, writing it under `dir` (created 0700) and
-/// loading it if it is not listed yet.
+/// Makes sure the kernel has profile `name`: writes it under `dir` (created 0700) and
+/// loads it if the kernel does not list it yet.
 pub fn ensure_loaded(name: &str, dir: &Path) -> Result<Loaded, AppArmorError> {
     let parser = || find_parser(std::env::var_os("PATH").as_deref(), is_executable);
     load(name, dir, Path::new(PROFILES), parser, environment)
 }
 
 /// [`ensure_loaded`] with the host's listing, parser and environment passed in; the
-/// parser is only looked for, and the environment read, when the profile is missing.
+/// parser is only looked for when the profile is missing.
 fn load(
     name: &str,
     dir: &Path,
@@ -89,11 +90,13 @@ fn load(
     environment: impl FnOnce() -> Environment,
 ) -> Result<Loaded, AppArmorError> {
     let loaded = std::fs::read_to_string(listing).map_err(|e| io_err("reading", listing, e))?;
+    // Written even when the kernel has the profile, so that after an upgrade the file
+    // holds this crius's text for an admin to load.
+    let file = write_profile(name, &render(name, &environment()), dir)?;
     if is_loaded(&loaded, name) {
         return Ok(Loaded::Already);
     }
     let parser = parser().ok_or(AppArmorError::NoParser)?;
-    let file = write_profile(name, &render(name, &environment()), dir)?;
     let out = parser_command(&parser, &file)
         .output()
         .map_err(|e| io_err("running", &parser, e))?;
@@ -169,7 +172,7 @@ fn environment() -> Environment {
 }
 
 /// Writes the profile to `<dir>/<name>`, readable by root only; it stays there so an
-/// admin can see, or reload, what crius loaded.
+/// admin can see, or reload, crius's profile.
 fn write_profile(name: &str, text: &str, dir: &Path) -> Result<PathBuf, AppArmorError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
