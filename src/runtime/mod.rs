@@ -19,7 +19,7 @@
 //! `bundle` (config.json), `cgroups` (v1/v2 managers, shared with the daemon).
 //!
 //! Not implemented yet: user and time namespaces (rejected as InvalidSpec), seccomp
-//! notification agents (`SCMP_ACT_NOTIFY`, rejected), AppArmor/SELinux labels, hooks, cgroup v2 device
+//! notification agents (`SCMP_ACT_NOTIFY`, rejected), SELinux labels, hooks, cgroup v2 device
 //! rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
 
 pub mod cgroups;
