@@ -282,6 +282,7 @@ impl Config {
             containers: self.root.join("containers"),
             pod_run: self.run_root.join("pods"),
             container_run: self.run_root.join("containers"),
+            apparmor: self.run_root.join("apparmor"),
         }
     }
 }
@@ -299,6 +300,8 @@ pub struct Layout {
     pub pod_run: PathBuf,
     /// Volatile per-container dir: the OCI bundle.
     pub container_run: PathBuf,
+    /// The AppArmor profile crius generated and loaded: volatile, as the kernel's copy.
+    pub apparmor: PathBuf,
 }
 
 #[cfg(test)]

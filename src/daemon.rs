@@ -3,14 +3,17 @@
 //! do not depend on the daemon.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::apparmor;
 
 use crate::config::Config;
 use crate::container::manager::{ContainerManager, ContainerSettings};
-use crate::error::{Error, Result};
+use crate::container::spec::DefaultProfile;
+use crate::error::{Error, Result, error_chain};
 use crate::grpc;
 use crate::image::ImageStore;
 use crate::sandbox::manager::{PodManager, PodSettings};
@@ -48,6 +51,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg.registry.config_path.clone(),
     )?);
     let changes = crate::events::Changes::channel();
+    let apparmor = crate::runtime::apparmor_enabled();
+    let apparmor_default = default_apparmor_profile(apparmor, layout.apparmor.clone()).await;
     let pods = Arc::new(PodManager::new(
         PodSettings {
             records: layout.pods.clone(),
@@ -66,7 +71,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             max_log_line: cfg.max_container_log_line_size,
             host: Arc::new(crate::container::spec::Host {
                 capabilities: host_capabilities(),
-                apparmor: crate::runtime::apparmor_enabled(),
+                apparmor,
+                apparmor_default,
                 selinux: crate::runtime::selinux_enabled(),
             }),
         },
@@ -123,6 +129,35 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
+    }
+}
+
+/// Loads crius's RuntimeDefault profile where AppArmor is enabled. A failure does not
+/// stop the daemon: pods that ask for no profile of ours still run, and the others are
+/// refused with the cause logged here.
+async fn default_apparmor_profile(enabled: bool, dir: PathBuf) -> DefaultProfile {
+    if !enabled {
+        return DefaultProfile::default();
+    }
+    let name = apparmor::DEFAULT_PROFILE;
+    match crate::task::blocking("apparmor profile", move || {
+        apparmor::ensure_loaded(name, &dir)
+    })
+    .await
+    {
+        Ok(apparmor::Loaded::Already) => {
+            info!(profile = name, "AppArmor profile already loaded");
+            DefaultProfile::Loaded(name.into())
+        }
+        Ok(apparmor::Loaded::From(file)) => {
+            info!(profile = name, file = %file.display(), "AppArmor profile loaded");
+            DefaultProfile::Loaded(name.into())
+        }
+        Err(e) => {
+            let why = error_chain(&e);
+            warn!(profile = name, error = %why, "AppArmor profile not loaded: RuntimeDefault refused");
+            DefaultProfile::Unavailable(format!("loading {name}: {why}"))
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! crius: a Kubernetes CRI runtime.
 
+mod apparmor;
 mod config;
 mod container;
 mod daemon;

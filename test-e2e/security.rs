@@ -177,11 +177,18 @@ async fn bad_security_contexts_are_refused() {
         profile_type: security_profile::ProfileType::Localhost as i32,
         localhost_ref: "crius-test".into(),
     });
+    // RuntimeDefault too: kubelet only sends it where AppArmor is enabled.
+    let mut runtime_default = container_config("apparmor-default", &busybox, &["true"]);
+    security(&mut runtime_default).apparmor = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
     let no_apparmor = !std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .is_ok_and(|s| s.trim() == "Y");
     let mut cases = vec![(group_only, "run_as_group"), (unknown, "CAP_NOPE")];
     if no_apparmor {
         cases.push((apparmor, "AppArmor is not enabled"));
+        cases.push((runtime_default, "AppArmor is not enabled"));
     }
     for (c, says) in cases {
         let err = create(&mut rt, &pod_id, &pod, &c)

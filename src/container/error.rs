@@ -20,6 +20,9 @@ pub enum SpecError {
     GroupNotFound(String),
     #[error("{what} is not supported yet")]
     Unsupported { what: String },
+    /// Supported, but what it needs on this host failed to set up at daemon start.
+    #[error("{what} is not available: {reason}")]
+    Unavailable { what: String, reason: String },
     #[error(transparent)]
     Seccomp(#[from] crate::container::spec::seccomp::SeccompError),
     #[error("read {path}: {source}")]
@@ -47,6 +50,7 @@ impl Classify for SpecError {
     fn kind(&self) -> Kind {
         match self {
             SpecError::Unsupported { .. } => Kind::Unimplemented,
+            SpecError::Unavailable { .. } => Kind::FailedPrecondition,
             SpecError::Io { .. } => Kind::Internal,
             SpecError::Input(_)
             | SpecError::Seccomp(_)

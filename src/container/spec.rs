@@ -30,6 +30,7 @@ use oci_spec::runtime::{Process, Root, Spec, User};
 pub use super::error::SpecError;
 use crate::container::user::ResolvedUser;
 use crate::container::volumes::ResolvedDevice;
+pub use lsm::DefaultProfile;
 
 /// Used when neither the image nor the CRI config sets PATH (same value as containerd).
 pub const DEFAULT_PATH_ENV: &str =
@@ -98,6 +99,8 @@ pub struct Host {
     pub capabilities: oci_spec::runtime::Capabilities,
     /// AppArmor is enabled in the kernel.
     pub apparmor: bool,
+    /// The profile RuntimeDefault asks for, where AppArmor is enabled.
+    pub apparmor_default: DefaultProfile,
     /// SELinux is enabled in the kernel.
     pub selinux: bool,
 }

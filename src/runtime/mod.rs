@@ -24,7 +24,8 @@
 //!
 //! Not implemented yet: new user namespaces and time namespaces (rejected as
 //! InvalidSpec), seccomp notification agents (`SCMP_ACT_NOTIFY`, rejected),
-//! AppArmor/SELinux labels, hooks, cgroup v2 device rules (need eBPF), hugetlb/blkio/network limits, intelRdt, personality.
+//! SELinux labels, hooks, cgroup v2 device rules (need eBPF), hugetlb/blkio/network
+//! limits, intelRdt, personality.
 
 pub mod cgroups;
 

@@ -435,3 +435,21 @@ fn pod_user_namespace_is_joined_first_with_its_mappings() {
     let volume = super::tests::mount(&spec, "/data").expect("volume");
     assert!(!super::tests::options(volume).contains(&"ridmap".to_string()));
 }
+
+#[test]
+fn the_runtime_default_apparmor_profile_reaches_the_process() {
+    let mut f = Fixture::new();
+    f.host.apparmor = true;
+    f.host.apparmor_default = DefaultProfile::Loaded("crius-default".into());
+    f.security().apparmor = Some(k8s_cri::v1::SecurityProfile {
+        profile_type: k8s_cri::v1::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let spec = f.generate().unwrap();
+    assert_eq!(
+        super::tests::process(&spec).apparmor_profile().as_deref(),
+        Some("crius-default")
+    );
+    f.host.apparmor_default = DefaultProfile::Unavailable("no parser".into());
+    assert_eq!(f.generate().unwrap_err().kind(), Kind::FailedPrecondition);
+}

@@ -2,24 +2,45 @@
 //!
 //! Like containerd: on a host without AppArmor any profile but Unconfined is an error
 //! (kubelet sends none there), rather than a container silently running unconfined.
-//! Privileged containers and Unconfined get no profile. SELinux labels are ignored where
-//! SELinux is disabled (kubelet sends them regardless of the host) and refused where it
-//! is enabled, because crius does not label processes or mounts yet.
+//! Where AppArmor is enabled, RuntimeDefault, and no profile at all (kubernetes#51746),
+//! mean crius's own profile, loaded at daemon start; if that load failed they are
+//! refused with its cause. Privileged containers and Unconfined get no profile. SELinux
+//! labels are ignored where SELinux is disabled (kubelet sends them regardless of the
+//! host) and refused where it is enabled, because crius does not label processes or
+//! mounts yet.
 
 use k8s_cri::v1::LinuxContainerSecurityContext;
 use k8s_cri::v1::security_profile::ProfileType;
 
 use super::{Host, SpecError};
 
+/// The RuntimeDefault profile as the daemon found it at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultProfile {
+    /// Loaded in the kernel under this name.
+    Loaded(String),
+    /// Not usable, and why (AppArmor off, no apparmor_parser, the parser's complaint).
+    Unavailable(String),
+}
+
+impl Default for DefaultProfile {
+    fn default() -> Self {
+        DefaultProfile::Unavailable("AppArmor is not enabled on this host".into())
+    }
+}
+
 /// The profile the process runs under, or None for unconfined.
 pub fn apparmor_profile(
     sc: Option<&LinuxContainerSecurityContext>,
     host: &Host,
 ) -> Result<Option<String>, SpecError> {
-    let Some(sc) = sc else { return Ok(None) };
-    let (kind, name) = requested(sc)?;
+    let (kind, name) = match sc {
+        Some(sc) => requested(sc)?,
+        None => (None, String::new()),
+    };
     let name = match kind {
-        None | Some(ProfileType::Unconfined) => return Ok(None),
+        Some(ProfileType::Unconfined) => return Ok(None),
+        None if !host.apparmor => return Ok(None),
         _ if !host.apparmor => {
             return Err(SpecError::invalid(
                 "apparmor profile",
@@ -27,12 +48,8 @@ pub fn apparmor_profile(
                 "AppArmor is not enabled on this host",
             ));
         }
-        _ if sc.privileged => return Ok(None),
-        Some(ProfileType::RuntimeDefault) => {
-            return Err(SpecError::unsupported(
-                "the RuntimeDefault AppArmor profile (crius loads no profile of its own yet)",
-            ));
-        }
+        _ if sc.is_some_and(|s| s.privileged) => return Ok(None),
+        None | Some(ProfileType::RuntimeDefault) => return runtime_default(host).map(Some),
         Some(ProfileType::Localhost) => name,
     };
     if name.is_empty() {
@@ -43,6 +60,16 @@ pub fn apparmor_profile(
         ));
     }
     Ok(Some(name))
+}
+
+fn runtime_default(host: &Host) -> Result<String, SpecError> {
+    match &host.apparmor_default {
+        DefaultProfile::Loaded(name) => Ok(name.clone()),
+        DefaultProfile::Unavailable(reason) => Err(SpecError::Unavailable {
+            what: "the RuntimeDefault AppArmor profile".into(),
+            reason: format!("{reason} (see the daemon log from its start)"),
+        }),
+    }
 }
 
 /// The profile type and Localhost name, from `apparmor` or the deprecated
@@ -140,8 +167,11 @@ mod tests {
         assert_eq!(profile(&sc(ProfileType::Unconfined, "")).unwrap(), None);
         assert_eq!(profile(&old("unconfined")).unwrap(), None);
         assert_eq!(profile(&old("")).unwrap(), None);
+        let unset = LinuxContainerSecurityContext::default();
+        assert_eq!(profile(&unset).unwrap(), None);
         for bad in [
             sc(ProfileType::RuntimeDefault, ""),
+            old("runtime/default"),
             sc(ProfileType::Localhost, "p"),
             old("localhost/p"),
         ] {
@@ -171,16 +201,81 @@ mod tests {
         privileged.privileged = true;
         assert_eq!(profile(&privileged).unwrap(), None);
         assert_eq!(
-            kind(profile(&sc(ProfileType::RuntimeDefault, ""))),
-            Kind::Unimplemented
-        );
-        assert_eq!(
             kind(profile(&sc(ProfileType::RuntimeDefault, "web"))),
             Kind::InvalidArgument
         );
         assert_eq!(
             kind(profile(&sc(ProfileType::Localhost, ""))),
             Kind::InvalidArgument
+        );
+    }
+
+    fn apparmor_host(default: DefaultProfile) -> Host {
+        Host {
+            apparmor: true,
+            apparmor_default: default,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn runtime_default_and_unset_mean_the_loaded_profile() {
+        let host = apparmor_host(DefaultProfile::Loaded("crius-default".into()));
+        let profile = |s: &LinuxContainerSecurityContext| apparmor_profile(Some(s), &host);
+        let ours = Some("crius-default".to_string());
+        assert_eq!(apparmor_profile(None, &host).unwrap(), ours);
+        for asked in [
+            sc(ProfileType::RuntimeDefault, ""),
+            old("runtime/default"),
+            old(""),
+            LinuxContainerSecurityContext::default(),
+        ] {
+            assert_eq!(profile(&asked).unwrap(), ours, "{asked:?}");
+        }
+        assert_eq!(profile(&sc(ProfileType::Unconfined, "")).unwrap(), None);
+        assert_eq!(
+            profile(&sc(ProfileType::Localhost, "web"))
+                .unwrap()
+                .as_deref(),
+            Some("web")
+        );
+        for mut privileged in [
+            sc(ProfileType::RuntimeDefault, ""),
+            LinuxContainerSecurityContext::default(),
+        ] {
+            privileged.privileged = true;
+            assert_eq!(profile(&privileged).unwrap(), None, "{privileged:?}");
+        }
+    }
+
+    #[test]
+    fn runtime_default_is_refused_with_the_load_failure() {
+        let why = "apparmor_parser not found on PATH, in /sbin or /usr/sbin";
+        let host = apparmor_host(DefaultProfile::Unavailable(why.into()));
+        let profile = |s: &LinuxContainerSecurityContext| apparmor_profile(Some(s), &host);
+        for asked in [
+            sc(ProfileType::RuntimeDefault, ""),
+            old("runtime/default"),
+            LinuxContainerSecurityContext::default(),
+        ] {
+            let err = profile(&asked).expect_err("refused");
+            assert_eq!(err.kind(), Kind::FailedPrecondition, "{asked:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("RuntimeDefault AppArmor profile"), "{msg}");
+            assert!(msg.contains(why), "{msg}");
+        }
+        let err = apparmor_profile(None, &host).expect_err("unset means the default");
+        assert_eq!(err.kind(), Kind::FailedPrecondition);
+        // What needs no default profile still works.
+        let mut privileged = sc(ProfileType::RuntimeDefault, "");
+        privileged.privileged = true;
+        assert_eq!(profile(&privileged).unwrap(), None);
+        assert_eq!(profile(&sc(ProfileType::Unconfined, "")).unwrap(), None);
+        assert_eq!(
+            profile(&sc(ProfileType::Localhost, "web"))
+                .unwrap()
+                .as_deref(),
+            Some("web")
         );
     }
 
