@@ -122,6 +122,40 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     let (out, _, status) = ws_exec(&url, &[b"\x00data\n", b"\xff\x00"]).await;
     assert_eq!(out, "data\n");
     assert!(status.contains("Success"), "{status}");
+    // The older and the base64 protocols: the same channels; before v4 the error
+    // channel carries only a failure's text.
+    for (proto, status) in [
+        ("v4.base64.channel.k8s.io", "Success"),
+        ("base64.channel.k8s.io", ""),
+        ("channel.k8s.io", ""),
+    ] {
+        let mut req = request(&created, &["sh", "-c", "cat; echo err >&2"]);
+        (req.stdin, req.stderr) = (true, true);
+        let url = rt.exec(req).await.expect("Exec").into_inner().url;
+        let mut s = Session::connect_with(&url, proto).await;
+        s.stdin(b"in \x00\xff\n").await;
+        let echoed = |g: &crate::ws_client::Received| g.out.ends_with(b"\xff\n");
+        assert!(
+            s.read_until(Duration::from_secs(20), echoed).await,
+            "{proto}"
+        );
+        drop(s);
+        let mut req = request(&created, &["sh", "-c", "echo out; exit 2"]);
+        req.stderr = true;
+        let url = rt.exec(req).await.expect("Exec").into_inner().url;
+        let got = Session::connect_with(&url, proto).await;
+        let got = got.finish(Duration::from_secs(20)).await;
+        assert_eq!(got.out_text(), "out\n", "{proto}");
+        let failed = got.status.contains("exit status 2") || got.status.contains("NonZeroExitCode");
+        assert!(failed, "{proto}: {}", got.status);
+        let mut ok = request(&created, &["true"]);
+        ok.stderr = true;
+        let url = rt.exec(ok).await.expect("Exec").into_inner().url;
+        let got = Session::connect_with(&url, proto).await;
+        let got = got.finish(Duration::from_secs(20)).await;
+        assert!(got.status.contains(status), "{proto}: {}", got.status);
+        assert_eq!(status.is_empty(), got.status.is_empty(), "{proto}");
+    }
     let total = 10 << 20;
     let big = format!("head -c {total} /dev/zero");
     let url = rt.exec(request(&created, &["sh", "-c", &big])).await;

@@ -1,10 +1,11 @@
-//! A WebSocket remote-command client for exec and attach (`v5.channel.k8s.io`):
-//! tokio-tungstenite for the WebSocket, and the channel byte client-go puts first in
-//! every binary message (0 stdin, 1 stdout, 2 stderr, 3 the Status, 4 resize, 255 the
-//! close of a channel).
+//! A WebSocket remote-command client for exec and attach (`v5.channel.k8s.io` by
+//! default): tokio-tungstenite for the WebSocket, and the channel byte client-go puts
+//! first in every binary message (0 stdin, 1 stdout, 2 stderr, 3 the Status, 4 resize,
+//! 255 the close of a channel), or in the `base64.` protocols a digit then base64 text.
 
 use std::time::Duration;
 
+use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -31,30 +32,46 @@ impl Received {
 
 pub struct Session {
     ws: WebSocketStream<TcpStream>,
+    /// The `base64.` form: text messages, the channel as a digit.
+    base64: bool,
     pub got: Received,
 }
 
 impl Session {
     /// Connects to a streaming URL, offering v5.
     pub async fn connect(url: &str) -> Session {
+        Session::connect_with(url, "v5.channel.k8s.io").await
+    }
+
+    /// Connects offering only `protocol`.
+    pub async fn connect_with(url: &str, protocol: &str) -> Session {
         let ws = url.replacen("http://", "ws://", 1);
         let mut req = ws.as_str().into_client_request().unwrap();
-        let proto = "v5.channel.k8s.io".parse().unwrap();
-        req.headers_mut().insert("Sec-WebSocket-Protocol", proto);
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
         let host = req.uri().authority().unwrap().to_string();
         let tcp = TcpStream::connect(host).await.unwrap();
-        let (ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        let chosen = resp.headers().get("Sec-WebSocket-Protocol").unwrap();
+        assert_eq!(chosen.to_str().unwrap(), protocol);
         Session {
             ws,
+            base64: protocol.contains("base64"),
             got: Received::default(),
         }
     }
 
     /// Sends `data` on channel `ch`.
     pub async fn send(&mut self, ch: u8, data: &[u8]) {
-        let mut m = vec![ch];
-        m.extend_from_slice(data);
-        self.ws.send(Message::binary(m)).await.unwrap();
+        let m = if self.base64 {
+            let text = base64::engine::general_purpose::STANDARD.encode(data);
+            Message::text(format!("{ch}{text}"))
+        } else {
+            let mut m = vec![ch];
+            m.extend_from_slice(data);
+            Message::binary(m)
+        };
+        self.ws.send(m).await.unwrap();
     }
 
     pub async fn stdin(&mut self, data: &[u8]) {
@@ -77,7 +94,7 @@ impl Session {
         let read = async {
             while !done(&self.got) {
                 match self.ws.next().await {
-                    Some(Ok(m)) => file(&mut self.got, m),
+                    Some(Ok(m)) => file(&mut self.got, m, self.base64),
                     _ => return false,
                 }
             }
@@ -94,9 +111,18 @@ impl Session {
     }
 }
 
-fn file(got: &mut Received, m: Message) {
-    let Message::Binary(b) = m else {
-        return;
+fn file(got: &mut Received, m: Message, base64: bool) {
+    let b = match m {
+        Message::Binary(b) if !base64 => b.to_vec(),
+        Message::Text(t) if base64 && !t.is_empty() => {
+            let (ch, data) = t.as_str().split_at(1);
+            let mut b = vec![ch.as_bytes()[0] - b'0'];
+            let data = base64::engine::general_purpose::STANDARD.decode(data);
+            b.extend(data.expect("base64 from the server"));
+            b
+        }
+        Message::Binary(_) | Message::Text(_) => panic!("data in the other form"),
+        _ => return,
     };
     match b.split_first() {
         Some((1, data)) => got.out.extend_from_slice(data),

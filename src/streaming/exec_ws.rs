@@ -1,5 +1,6 @@
-//! Exec and attach over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): every
-//! binary message's first byte names its stream (`remotecommand::Channel`). The process
+//! Exec and attach over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`, their
+//! base64 forms and the older `channel.k8s.io`): every message starts with the channel
+//! of its stream (`remotecommand::Channel`, framed by `wschannel`). The process
 //! starts (or the attachment begins) at once; stdout and stderr go out on channels 1 and 2, channel 0 feeds stdin (v5's
 //! close message on 255 ends it), 4 carries resizes, and the exit goes on 3 as v4's
 //! Status. A client that goes away ends the relay, and the process with it.
@@ -18,13 +19,45 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::Exec;
 use super::exec::{receiver, sender, set_size};
-use super::remotecommand::{Channel, Protocol, ResizeDecoder, ws_frame, ws_parse};
+use super::remotecommand::{Channel, Protocol, ResizeDecoder};
+use super::wschannel;
 
-pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// A WebSocket subprotocol of kubelet's for exec and attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsProtocol {
+    pub name: &'static str,
+    /// Text messages with the channel as a digit and the payload in base64.
+    base64: bool,
+    /// What the error channel carries: v4's Status (v4, v5), or a failure's text.
+    status: Protocol,
+}
+
+const fn ws(name: &'static str, base64: bool, status: Protocol) -> WsProtocol {
+    WsProtocol {
+        name,
+        base64,
+        status,
+    }
+}
+
+/// In crius's order of preference. Only v5 has the close channel (client to server).
+pub const PROTOCOLS: [WsProtocol; 5] = [
+    ws("v5.channel.k8s.io", false, Protocol::V4),
+    ws("v4.channel.k8s.io", false, Protocol::V4),
+    ws("v4.base64.channel.k8s.io", true, Protocol::V4),
+    ws("channel.k8s.io", false, Protocol::V1),
+    ws("base64.channel.k8s.io", true, Protocol::V1),
+];
 const CHUNK: usize = 32 * 1024;
 
-/// Serves one exec on an upgraded WebSocket connection.
-pub async fn run<IO>(io: IO, exec: Exec, idle: Duration)
+impl WsProtocol {
+    fn frame(self, channel: Channel, data: &[u8]) -> Message {
+        wschannel::encode(self.base64, channel as u8, data)
+    }
+}
+
+/// Serves one exec (or attach) on an upgraded WebSocket connection.
+pub async fn run<IO>(io: IO, exec: Exec, proto: WsProtocol, idle: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -33,10 +66,8 @@ where
     let mut process = match exec.start().await {
         Ok(p) => p,
         Err(msg) => {
-            let msg = Protocol::V4.failure_message(&msg);
-            let _ = sink
-                .send(Message::binary(ws_frame(Channel::Error, &msg)))
-                .await;
+            let msg = proto.status.failure_message(&msg);
+            let _ = sink.send(proto.frame(Channel::Error, &msg)).await;
             let _ = sink.send(Message::Close(None)).await;
             return;
         }
@@ -59,23 +90,27 @@ where
         let mut input = input;
         loop {
             match tokio::time::timeout(idle, source.next()).await {
-                Ok(Some(Ok(Message::Binary(b)))) => input.handle(&b).await,
                 Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return,
-                Ok(Some(Ok(_))) => {}
+                Ok(Some(Ok(m))) => {
+                    if let Some((ch, data)) = wschannel::decode(m, proto.base64) {
+                        input.handle(ch, &data).await;
+                    }
+                }
             }
         }
     };
     let relay = async {
-        let code = output(&mut process, exec.stdout, exec.stderr, &out_tx).await;
+        let code = output(&mut process, &exec, proto, &out_tx).await;
         let status = match code {
-            Ok(code) => Protocol::V4.exit_message(code),
-            Err(e) => Protocol::V4.failure_message(&e),
+            Ok(code) => proto.status.exit_message(code),
+            Err(e) => proto.status.failure_message(&e),
         };
         // The channels end with the connection's normal close: client-go reads them
         // to that end, and a server's close message (255) is only for clients to send.
-        let _ = out_tx
-            .send(Message::binary(ws_frame(Channel::Error, &status)))
-            .await;
+        // Before v4, success puts nothing on the error channel.
+        if !status.is_empty() {
+            let _ = out_tx.send(proto.frame(Channel::Error, &status)).await;
+        }
     };
     tokio::select! {
         () = relay => {}
@@ -101,8 +136,8 @@ impl Input {
         }
     }
 
-    async fn handle(&mut self, message: &[u8]) {
-        match ws_parse(message) {
+    async fn handle(&mut self, channel: u8, data: &[u8]) {
+        match Channel::from_byte(channel).map(|c| (c, data)) {
             Some((Channel::Stdin, data)) => {
                 if let Some(s) = &mut self.stdin
                     && s.write_all(data).await.is_err()
@@ -126,8 +161,8 @@ impl Input {
 /// attachment's end).
 async fn output(
     process: &mut crate::monitor::StreamingExec,
-    stdout: bool,
-    stderr: bool,
+    exec: &Exec,
+    proto: WsProtocol,
     out: &mpsc::Sender<Message>,
 ) -> Result<i32, String> {
     let pipes = |e: std::io::Error| format!("relaying the process's stdio: {e}");
@@ -135,29 +170,28 @@ async fn output(
     let o = process.stdout.as_ref().map(|fd| receiver(fd, pty));
     let e = process.stderr.as_ref().map(|fd| receiver(fd, pty));
     let (o, e) = (o.transpose().map_err(pipes)?, e.transpose().map_err(pipes)?);
+    let to = |ch, wanted| Relay { ch, wanted, proto };
     tokio::join!(
-        copy(o, Channel::Stdout, stdout, out),
-        copy(e, Channel::Stderr, stderr, out)
+        copy(o, to(Channel::Stdout, exec.stdout), out),
+        copy(e, to(Channel::Stderr, exec.stderr), out)
     );
     process.wait().await.map_err(|e| e.to_string())
 }
 
-async fn copy(
-    mut from: Option<pipe::Receiver>,
+/// Where an output goes: its channel, if the client asked for it.
+#[derive(Clone, Copy)]
+struct Relay {
     ch: Channel,
     wanted: bool,
-    out: &mpsc::Sender<Message>,
-) {
+    proto: WsProtocol,
+}
+
+async fn copy(mut from: Option<pipe::Receiver>, to: Relay, out: &mpsc::Sender<Message>) {
     let mut buf = vec![0u8; CHUNK];
     while let Some(from) = &mut from
         && let Ok(n @ 1..) = from.read(&mut buf).await
     {
-        if wanted
-            && out
-                .send(Message::binary(ws_frame(ch, &buf[..n])))
-                .await
-                .is_err()
-        {
+        if to.wanted && out.send(to.proto.frame(to.ch, &buf[..n])).await.is_err() {
             return;
         }
     }

@@ -16,6 +16,7 @@ mod server;
 pub mod spdy;
 mod tls;
 mod tokens;
+mod wschannel;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

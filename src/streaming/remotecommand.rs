@@ -213,8 +213,7 @@ impl ResizeDecoder {
     }
 }
 
-/// WebSocket channels (`v4.channel.k8s.io`, `v5.channel.k8s.io`): the first byte of
-/// every binary message names its stream.
+/// WebSocket channels: what the first byte (or digit, in base64) of every message names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     Stdin = 0,
@@ -227,7 +226,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    fn from_byte(b: u8) -> Option<Channel> {
+    pub fn from_byte(b: u8) -> Option<Channel> {
         Some(match b {
             0 => Channel::Stdin,
             1 => Channel::Stdout,
@@ -238,21 +237,6 @@ impl Channel {
             _ => return None,
         })
     }
-}
-
-/// A message for `channel` carrying `data`.
-pub fn ws_frame(channel: Channel, data: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(data.len() + 1);
-    m.push(channel as u8);
-    m.extend_from_slice(data);
-    m
-}
-
-/// The channel and payload of a client's message; `None` for an empty message or an
-/// unknown channel.
-pub fn ws_parse(message: &[u8]) -> Option<(Channel, &[u8])> {
-    let (&first, rest) = message.split_first()?;
-    Some((Channel::from_byte(first)?, rest))
 }
 
 #[cfg(test)]

@@ -152,7 +152,7 @@ fn exec_spdy(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Respons
     r
 }
 
-/// Exec over WebSocket, `v5.channel.k8s.io` or `v4.channel.k8s.io` (403 otherwise).
+/// Exec or attach over WebSocket, in one of `exec_ws::PROTOCOLS` (403 otherwise).
 fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Response<String> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
@@ -167,9 +167,10 @@ fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Re
         .collect();
     let Some(protocol) = exec_ws::PROTOCOLS
         .into_iter()
-        .find(|p| offered.iter().any(|o| o == p))
+        .find(|p| offered.iter().any(|o| o == p.name))
     else {
-        let msg = format!("supported: {}\n", exec_ws::PROTOCOLS.join(", "));
+        let names: Vec<&str> = exec_ws::PROTOCOLS.iter().map(|p| p.name).collect();
+        let msg = format!("supported: {}\n", names.join(", "));
         return plain(StatusCode::FORBIDDEN, msg);
     };
     let upgrade = hyper::upgrade::on(&mut req);
@@ -177,12 +178,12 @@ fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Re
     tokio::spawn(async move {
         match upgrade.await {
             Ok(io) => {
-                exec_ws::run(TokioIo::new(io), exec, idle).await;
+                exec_ws::run(TokioIo::new(io), exec, protocol, idle).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
-    switching(accept, Some(protocol))
+    switching(accept, Some(protocol.name))
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::{Forwarder, pump};
 use crate::streaming::activity::Activity;
+use crate::streaming::wschannel;
 
 /// The subprotocols accepted for port-forward, in order of preference: SPDY tunneled in
 /// WebSocket (`tunnel.rs`), then kubelet's channel forms.
@@ -73,35 +73,8 @@ struct Channel {
 
 impl Channel {
     async fn send(&self, data: &[u8]) -> bool {
-        let msg = if self.base64 {
-            let text = base64::engine::general_purpose::STANDARD.encode(data);
-            Message::text(format!("{}{text}", char::from(b'0' + self.id)))
-        } else {
-            let mut b = Vec::with_capacity(data.len() + 1);
-            b.push(self.id);
-            b.extend_from_slice(data);
-            Message::binary(b)
-        };
+        let msg = wschannel::encode(self.base64, self.id, data);
         self.out.send(msg).await.is_ok()
-    }
-}
-
-/// A client message as (channel, payload); `None` for one that is not data.
-fn decode(msg: Message, base64: bool) -> Option<(usize, Vec<u8>)> {
-    match msg {
-        Message::Binary(b) if !base64 => {
-            let (ch, rest) = b.split_first()?;
-            Some((usize::from(*ch), rest.to_vec()))
-        }
-        Message::Text(t) if base64 => {
-            let (ch, rest) = t.as_str().split_at_checked(1)?;
-            let ch = ch.as_bytes()[0].checked_sub(b'0')?;
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()?;
-            Some((usize::from(ch), data))
-        }
-        _ => None,
     }
 }
 
@@ -141,7 +114,8 @@ where
                 match msg {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                     Some(Ok(m)) => {
-                        let Some((ch, data)) = decode(m, base64) else { continue };
+                        let Some((ch, data)) = wschannel::decode(m, base64) else { continue };
+                        let ch = usize::from(ch);
                         // Data for port i on channel 2i; anything else is ignored.
                         if let (0, Some(tx)) = (ch % 2, inputs.get(ch / 2)) {
                             let _ = tx.send(data).await;
@@ -215,19 +189,6 @@ mod tests {
         for bad in ["", "port=0", "port=65536", "port=http", "x=1"] {
             assert!(ports(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn channels_are_decoded_in_either_encoding() {
-        let m = Message::binary(vec![2, b'h', b'i']);
-        assert_eq!(decode(m, false), Some((2, b"hi".to_vec())));
-        assert_eq!(
-            decode(Message::text("2aGk="), true),
-            Some((2, b"hi".to_vec()))
-        );
-        assert_eq!(decode(Message::binary(Vec::new()), false), None);
-        assert_eq!(decode(Message::text("2!!"), true), None, "not base64");
-        assert_eq!(decode(Message::text(""), true), None);
     }
 
     #[test]
