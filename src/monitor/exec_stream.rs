@@ -15,6 +15,9 @@ use super::MonitorError;
 use super::sys;
 use crate::runtime::{self, ExecOptions, ExecTarget};
 
+/// Bytes a streaming exec's output pipes hold (the kernel's default is 64 KiB).
+const STREAM_PIPE: i32 = 1 << 20;
+
 /// A started process and the daemon's ends of its stdio, in protocol order.
 pub struct Started {
     pub pid: Pid,
@@ -64,6 +67,11 @@ fn pipes(stdin: bool) -> Result<(runtime::Stdio, Vec<OwnedFd>), MonitorError> {
         (None, None)
     };
     let (out, err) = (sys::pipe()?, sys::pipe()?);
+    // A bulk writer (cat, tar for kubectl cp) blocks less and the daemon reads more
+    // per wakeup; where the limit (fs.pipe-max-size) refuses, the default stays.
+    for p in [&out.write, &err.write] {
+        let _ = nix::fcntl::fcntl(p, nix::fcntl::FcntlArg::F_SETPIPE_SZ(STREAM_PIPE));
+    }
     let stdio = runtime::Stdio::Fds {
         stdin: child_in,
         stdout: out.write,

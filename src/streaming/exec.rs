@@ -21,7 +21,8 @@ use super::spdy::{self, Options, Stream, StreamReader, StreamWriter};
 const STREAMS_TIMEOUT: Duration = Duration::from_secs(30);
 /// An exec's connection holds at most these streams (kubelet's five).
 const MAX_STREAMS: usize = 8;
-const CHUNK: usize = 32 * 1024;
+/// Read size from an exec's pipes (up to what the monitor sized them to hold).
+const CHUNK: usize = 128 * 1024;
 
 #[derive(Default)]
 struct Streams {

@@ -48,7 +48,7 @@ pub const PROTOCOLS: [WsProtocol; 5] = [
     ws("channel.k8s.io", false, Protocol::V1),
     ws("base64.channel.k8s.io", true, Protocol::V1),
 ];
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 128 * 1024;
 
 impl WsProtocol {
     fn frame(self, channel: Channel, data: &[u8]) -> Message {

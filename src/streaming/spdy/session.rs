@@ -20,7 +20,7 @@ use super::headers::{Deflater, Headers, Inflater};
 use crate::streaming::activity::Activity;
 
 /// The largest DATA frame this side sends.
-const MAX_CHUNK: usize = 32 * 1024;
+const MAX_CHUNK: usize = 64 * 1024;
 /// Frames queued for the writer; bounds what one connection buffers.
 const OUT_QUEUE: usize = 64;
 /// Bytes buffered for one stream's reader. A peer that honours our 64 KiB receive
