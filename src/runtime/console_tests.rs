@@ -6,7 +6,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::tests::{CGROUP_ROOT, cgroup_dirs, piped_stdio, root_fixture, wait_exit, write_bundle};
+use super::tests::{
+    CGROUP_ROOT, cgroup_dirs, piped_stdio, root_fixture, running_sleeper, wait_exit, write_bundle,
+};
 use super::*;
 
 /// Everything the process wrote to its terminal, until its last holder closed it
@@ -65,17 +67,7 @@ fn terminals_come_from_the_container_devpts() {
     }
 
     // An exec's tty in a container whose init has pipes.
-    let bundle = write_bundle(dir.path(), &["sleep", "30"], &format!("{parent}/e"));
-    let (_reader, stdio) = piped_stdio();
-    let created = create(CreateOptions {
-        id: "e",
-        bundle: &bundle,
-        stdio,
-        cgroup_root: root,
-    })
-    .unwrap_or_else(|e| panic!("create: {e}"));
-    let init = created.pid;
-    created.start().unwrap();
+    let (bundle, init) = running_sleeper(dir.path(), &parent, "e");
     let target = ExecTarget::prepare(&bundle, init, root).unwrap();
     let args: Vec<String> = ["sh", "-c", "tty; test -t 1 && echo terminal"]
         .map(String::from)

@@ -196,6 +196,8 @@ mod sync;
 #[cfg(test)]
 mod tests;
 mod user;
+#[cfg(test)]
+mod userns_tests;
 
 /// Creates the container; see the module docs.
 pub fn create(opts: CreateOptions<'_>) -> Result<Created, RuntimeError> {
