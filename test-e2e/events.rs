@@ -180,3 +180,39 @@ async fn events_report_an_exit_after_a_daemon_restart() {
     );
     d.teardown().await;
 }
+
+/// StopPodSandbox kills the pod's running containers: their STOPPED events come before
+/// the pod's, in the order things happened (the pod's used to win the race).
+#[tokio::test]
+async fn a_stopped_pod_reports_its_containers_first() {
+    if !preflight("a_stopped_pod_reports_its_containers_first", true) {
+        return;
+    }
+    use ContainerEventType::*;
+    let d = Daemon::start().await;
+    pull(&mut d.images().await, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let mut events = subscribe(&mut rt).await;
+    // Host network: no CNI DEL in the teardown, the shortest path to the pod's report.
+    let pod = host_network_pod(&d, "events-stop");
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three", "four"] {
+        let c = container_config(name, BUSYBOX, &["sleep", "3600"]);
+        ids.push(create_and_start(&mut rt, &pod_id, &pod, &c).await);
+    }
+    until(&mut events, &ids[1], ContainerStartedEvent).await;
+    let stop = StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    };
+    rt.stop_pod_sandbox(stop).await.expect("StopPodSandbox");
+    let seen = kinds(&until(&mut events, &pod_id, ContainerStoppedEvent).await);
+    for id in &ids {
+        let stopped = (id.clone(), ContainerStoppedEvent as i32);
+        assert!(
+            seen.contains(&stopped),
+            "{id} STOPPED before the pod: {seen:?}"
+        );
+    }
+    d.teardown().await;
+}

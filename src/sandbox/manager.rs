@@ -318,8 +318,14 @@ impl PodManager {
 
     /// Stops a pod: its monitor (and so its containers), network, namespaces and cgroup
     /// are released; the record stays, NotReady. A pod that does not exist is not an
-    /// error (CRI StopPodSandbox is idempotent).
-    pub async fn stop(&self, wanted: &str) -> Result<()> {
+    /// error (CRI StopPodSandbox is idempotent). `settle` runs once the containers are
+    /// gone and before the pod is reported stopped, so that the caller can record (and
+    /// report) their exits first: events come in the order things happened.
+    pub async fn stop<F, Fut>(&self, wanted: &str, settle: F) -> Result<()>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let Some(held) = self.pods.hold(wanted).await? else {
             return Ok(());
         };
@@ -327,6 +333,7 @@ impl PodManager {
         if let Some(e) = self.teardown(&rec).await {
             return Err(e);
         }
+        settle(rec.id.clone()).await;
         if rec.phase != PodPhase::NotReady {
             self.mark_not_ready(&held.entry).await?;
         }

@@ -45,13 +45,12 @@ impl ContainerManager {
     }
 
     /// StopPodSandbox. The monitor's shutdown killed the pod's containers; their exits
-    /// are recorded (and reported) now rather than at the next status call.
+    /// are recorded (and reported) now, before the pod's own STOPPED, rather than at
+    /// the next status call.
     pub async fn stop_pod(&self, wanted: &str) -> Result<()> {
-        self.pods.stop(wanted).await?;
-        if let Ok(pod) = self.pods.get(wanted) {
-            self.sweep(&pod.id).await;
-        }
-        Ok(())
+        self.pods
+            .stop(wanted, |id| async move { self.sweep(&id).await })
+            .await
     }
 
     /// Turns changes into events, one at a time so each subscriber sees them in the
