@@ -11,6 +11,7 @@ PACKAGES=(
   iproute2 iptables            # ip for checks; portmap needs iptables
   util-linux procps            # nsenter, mount, umount; ps, pgrep
   jq curl ca-certificates
+  openssl                      # e2e: the streaming server's test certificate
   libseccomp-dev               # the seccomp filter compiler (libseccomp crate)
 )
 [ "$(id -u)" = 0 ] || { echo "setup: must run as root" >&2; exit 1; }

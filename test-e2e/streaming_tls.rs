@@ -19,9 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::fixtures::*;
-use crate::harness::{Daemon, Options, preflight};
+use crate::harness::{CRICTL, Daemon, Options, preflight};
 
-const CRICTL: &str = "/usr/local/bin/crictl";
 const OPENSSL: &str = "/usr/bin/openssl";
 
 async fn exec_url(rt: &mut crate::harness::Runtime, id: &str, cmd: &[&str]) -> String {
