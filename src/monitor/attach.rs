@@ -46,6 +46,8 @@ pub struct Io {
     /// The pty master for a tty container: attachers get duplicates to resize it.
     master: Option<OwnedFd>,
     attachers: Vec<Attacher>,
+    /// The container's output ended: a new attacher has nothing to wait for.
+    output_done: bool,
 }
 
 /// An fd of an attacher (or the container's stdin) the event loop should watch.
@@ -85,6 +87,7 @@ impl Io {
             stdin_once,
             master,
             attachers: Vec::new(),
+            output_done: false,
         }
     }
 
@@ -106,7 +109,7 @@ impl Io {
             conn,
             input: None,
             outputs: [None, None],
-            ending: false,
+            ending: self.output_done,
         };
         if started.stdin {
             let p = sys::pipe()?;
@@ -208,7 +211,7 @@ impl Io {
                     match write_some(stdin, &buf[..n]) {
                         Ok(w) => input.pending.extend_from_slice(&buf[w..n]),
                         // The container closed its stdin: nothing it will read again.
-                        Err(_) => self.stdin = None,
+                        Err(_) => self.close_stdin(),
                     }
                 }
             }
@@ -218,16 +221,31 @@ impl Io {
 
     /// An attacher's stdin ended (its input was all passed on: inputs are not read
     /// while any waits). containerd's rule: a stdin_once container without a tty has
-    /// its stdin closed and the attacher stays until the output ends; otherwise the
-    /// attacher is detached.
+    /// its stdin closed and the attacher stays until the output ends (at once if it
+    /// takes no output); otherwise the attacher is detached.
     fn input_ended(&mut self, i: usize) {
-        let a = &mut self.attachers[i];
-        a.input = None;
-        if self.stdin_once && self.master.is_none() {
-            self.stdin = None;
+        self.attachers[i].input = None;
+        if self.closes_stdin_once() {
+            self.close_stdin();
+            let a = &mut self.attachers[i];
+            a.ending |= a.outputs.iter().all(Option::is_none);
         } else {
+            let a = &mut self.attachers[i];
             a.outputs = [None, None];
             a.ending = true;
+        }
+    }
+
+    /// Whether the end of an attacher's stdin closes the container's.
+    fn closes_stdin_once(&self) -> bool {
+        self.stdin_once && self.master.is_none()
+    }
+
+    /// Closes the container's stdin; input still waiting for it is dropped.
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+        for input in self.attachers.iter_mut().filter_map(|a| a.input.as_mut()) {
+            input.pending.clear();
         }
     }
 
@@ -244,8 +262,8 @@ impl Io {
             match write_some(stdin, &input.pending) {
                 Ok(n) => drop(input.pending.drain(..n)),
                 Err(_) => {
-                    input.pending.clear();
-                    self.stdin = None;
+                    self.close_stdin();
+                    return;
                 }
             }
             if !input.pending.is_empty() {
@@ -269,13 +287,23 @@ impl Io {
     }
 
     /// The container's output ended (all of it was fanned out): every attacher ends
-    /// once it has taken the rest.
+    /// once it has taken the rest. A pty's stdin goes with it (no slave is left); a
+    /// pipe's stays until the container exits, which may still read it.
     pub fn output_ended(&mut self) {
-        self.stdin = None;
+        self.output_done = true;
+        if self.master.is_some() {
+            self.close_stdin();
+        }
         for a in &mut self.attachers {
             a.input = None;
             a.ending = true;
         }
+    }
+
+    /// The container exited: nothing will read its stdin again.
+    pub fn container_exited(&mut self) {
+        self.close_stdin();
+        self.output_ended();
     }
 
     /// Attachers that ended and took all their output: removed (closing the daemon's
@@ -293,9 +321,24 @@ impl Io {
         ended
     }
 
-    /// The attacher's connection ended: it goes, and its pipes close.
-    pub fn drop_conn(&mut self, conn: u64) {
-        self.attachers.retain(|a| a.conn != conn);
+    /// The attacher's connection ended: it goes, and its pipes close. Its stdin ended
+    /// with it, with the same effect on a stdin_once container as a closed stdin
+    /// (containerd closes it either way). Whether `conn` had an attacher here.
+    pub fn drop_conn(&mut self, conn: u64) -> bool {
+        let Some(i) = self.attachers.iter().position(|a| a.conn == conn) else {
+            return false;
+        };
+        let gone = self.attachers.remove(i);
+        if gone.input.is_some() && self.closes_stdin_once() {
+            self.close_stdin();
+        }
+        true
+    }
+
+    /// Every attacher goes (the container is deleted); their connections are owed
+    /// AttachEnded.
+    pub fn take_all(&mut self) -> Vec<u64> {
+        self.attachers.drain(..).map(|a| a.conn).collect()
     }
 }
 

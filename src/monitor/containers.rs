@@ -97,7 +97,17 @@ impl Containers {
         sys::trim_heap();
         let mut created = created?;
         let master = created.console.take();
-        let stdio = ContainerStdio::new(file, req.log_path, opened, &opts, master)?;
+        let stdio = match ContainerStdio::new(file, req.log_path, opened, &opts, master) {
+            Ok(s) => s,
+            Err(e) => {
+                // Dropping `created` makes init exit unstarted; its cgroup goes too.
+                drop(created);
+                if let Err(d) = runtime::destroy(&bundle, cgroup_root) {
+                    eprintln!("container {}: rolling back: {d}", req.id);
+                }
+                return Err(e);
+            }
+        };
         self.next_serial += 1;
         self.list.push(Container {
             id: req.id,
@@ -182,7 +192,9 @@ impl Containers {
         Ok(c)
     }
 
-    pub fn delete(&mut self, id: &str, cgroup_root: &Path) -> Result<(), MonitorError> {
+    /// Forgets an exited container; the connections of attachers still taking its last
+    /// output are returned, owed AttachEnded.
+    pub fn delete(&mut self, id: &str, cgroup_root: &Path) -> Result<Vec<u64>, MonitorError> {
         let i = self.index(id).ok_or_else(|| not_found(id))?;
         if self.list[i].status != Status::Exited {
             return Err(MonitorError::FailedPrecondition(format!(
@@ -190,8 +202,8 @@ impl Containers {
             )));
         }
         runtime::destroy(&self.list[i].bundle, cgroup_root)?;
-        self.list.remove(i);
-        Ok(())
+        let mut gone = self.list.remove(i);
+        Ok(gone.stdio.attach.take_all())
     }
 
     /// What an exec into the running container `id` needs, prepared on the first one.
@@ -229,6 +241,7 @@ impl Containers {
         }
         // Everything init wrote is in the pipes now; log it before reporting the exit.
         c.stdio.drain();
+        c.stdio.attach.container_exited();
         // The cgroup outlives init until Delete, so its OOM counter is still readable.
         let oom = runtime::oom_killed(&c.bundle, cgroup_root).unwrap_or_else(|e| {
             eprintln!("container {}: reading its OOM kills: {e}", c.id);
@@ -315,11 +328,13 @@ impl Containers {
             .collect()
     }
 
-    /// Connection `conn` ended: its attacher, if any, goes.
-    pub fn detach(&mut self, conn: u64) {
+    /// Connection `conn` ended: its attacher, if any, goes. Whether it had one.
+    pub fn detach(&mut self, conn: u64) -> bool {
+        let mut had = false;
         for c in &mut self.list {
-            c.stdio.attach.drop_conn(conn);
+            had |= c.stdio.attach.drop_conn(conn);
         }
+        had
     }
 
     /// SIGKILLs every container that has not exited.

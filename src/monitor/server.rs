@@ -311,7 +311,12 @@ impl Monitor {
         }
         if c.eof || c.dead {
             self.stream_execs.hang_up(id);
-            self.containers.detach(id);
+            // A dropped attacher is owed nothing more: the connection may finish.
+            if self.containers.detach(id)
+                && let Some(c) = self.conn_mut(id)
+            {
+                c.waiting = false;
+            }
         }
         self.process_frames(id);
     }
@@ -363,7 +368,7 @@ impl Monitor {
             Some(Req::ExecSync(e)) => self.exec_sync(conn, e).map(|()| None),
             Some(Req::ExecStream(e)) => self.exec_stream(conn, e).map(|()| None),
             Some(Req::Attach(a)) => self.attach(conn, &a).map(|()| None),
-            Some(Req::Delete(d)) => self.containers.delete(&d.id, &self.cgroup_root).map(ok),
+            Some(Req::Delete(d)) => self.delete(&d.id).map(ok),
             Some(Req::ReopenLog(r)) => self.containers.reopen_log(&r.id).map(ok),
             Some(Req::Subscribe(_)) => {
                 if let Some(c) = self.conn_mut(conn) {

@@ -15,13 +15,17 @@ const CONN: u64 = 7;
 
 /// Attaches CONN to c1 with every stream; the daemon's (stdin, stdout, stderr).
 fn attach_all(cs: &mut Containers) -> (File, File, File) {
+    attach_all_on(cs, CONN)
+}
+
+fn attach_all_on(cs: &mut Containers, conn: u64) -> (File, File, File) {
     let req = proto::Attach {
         id: "c1".into(),
         stdin: true,
         stdout: true,
         stderr: true,
     };
-    let (started, fds) = cs.attach(CONN, &req).unwrap();
+    let (started, fds) = cs.attach(conn, &req).unwrap();
     assert!(started.stdin && started.stdout && started.stderr && !started.resize);
     let [i, o, e]: [OwnedFd; 3] = fds.try_into().unwrap();
     (File::from(i), File::from(o), File::from(e))
@@ -153,4 +157,67 @@ fn a_dropped_connection_removes_its_attacher() {
         cs.attach(CONN, &missing),
         Err(MonitorError::NotFound(_))
     ));
+}
+
+#[test]
+fn a_stdin_once_attacher_that_goes_away_closes_the_container_stdin() {
+    let t = tempfile::tempdir().unwrap();
+    let mut cs = Containers::default();
+    let f = fake_with_stdin(&mut cs, t.path(), 999_999, true);
+    let _daemon_ends = attach_all(&mut cs);
+    assert!(cs.detach(CONN), "it had an attacher");
+    assert!(!cs.detach(CONN), "and has none now");
+    let mut rest = Vec::new();
+    let mut stdin = f.stdin;
+    stdin.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "EOF on the container's stdin");
+    drop((f.stdout, f.stderr));
+}
+
+#[test]
+fn a_stdin_only_attacher_of_a_stdin_once_container_ends_with_its_stdin() {
+    let t = tempfile::tempdir().unwrap();
+    let mut cs = Containers::default();
+    let f = fake_with_stdin(&mut cs, t.path(), 999_999, true);
+    let req = proto::Attach {
+        id: "c1".into(),
+        stdin: true,
+        ..Default::default()
+    };
+    let (started, fds) = cs.attach(CONN, &req).unwrap();
+    assert!(started.stdin && !started.stdout && !started.stderr);
+    drop(fds);
+    pump(&mut cs, |cs| cs.ended_attaches() == [CONN]);
+    drop((f.stdin, f.stdout, f.stderr));
+}
+
+#[test]
+fn the_end_of_the_output_keeps_a_pipe_stdin_and_ends_later_attachers_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let mut cs = Containers::default();
+    let f = fake_with_stdin(&mut cs, t.path(), 999_999, false);
+    drop((f.stdout, f.stderr));
+    pump(&mut cs, |cs| cs.output_fds().count() == 0);
+    // Still running, and still reading its stdin (say it sent its output to a file).
+    let (mut to_stdin, _out, _err) = attach_all(&mut cs);
+    assert_eq!(cs.ended_attaches(), [CONN], "nothing to wait for");
+    assert!(
+        to_stdin.write_all(b"late\n").is_err(),
+        "an ended attacher's pipe"
+    );
+    let mut stdin = f.stdin;
+    crate::monitor::sys::set_nonblocking(&stdin).unwrap();
+    let mut byte = [0u8; 1];
+    let open = stdin.read(&mut byte).unwrap_err();
+    assert_eq!(
+        open.kind(),
+        std::io::ErrorKind::WouldBlock,
+        "stdin stays open"
+    );
+    // An attacher still on it when it is deleted (its end not yet collected) is owed
+    // AttachEnded by the delete.
+    let _ends = attach_all_on(&mut cs, CONN + 1);
+    assert!(cs.on_exit(Pid::from_raw(999_999), 0, t.path()));
+    assert_eq!(stdin.read(&mut byte).unwrap(), 0, "closed at the exit");
+    assert_eq!(cs.delete("c1", t.path()).unwrap(), [CONN + 1]);
 }

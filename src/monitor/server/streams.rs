@@ -35,13 +35,25 @@ impl Monitor {
         Ok(())
     }
 
-    /// Sends a start reply with `fds` on a connection that turns into a stream's.
+    /// Sends a start reply with `fds` on a connection that turns into a stream's. A
+    /// connection it cannot be sent on is dead (nothing more is owed on it).
     fn send_with_fds(&mut self, conn: u64, kind: Resp, fds: &[OwnedFd]) -> bool {
         let frame = frame::encode(&proto::Response { kind: Some(kind) });
-        let sent = self.conn_mut(conn).map(|c| {
-            c.streaming = true;
-            exec_stream::send_with_fds(&c.stream, &frame, fds)
-        });
-        matches!(sent, Some(Ok(())))
+        let Some(c) = self.conn_mut(conn) else {
+            return false;
+        };
+        c.streaming = true;
+        let sent = exec_stream::send_with_fds(&c.stream, &frame, fds).is_ok();
+        c.dead |= !sent;
+        sent
+    }
+
+    /// Deletes an exited container; attachers still on it are told it ended.
+    pub(super) fn delete(&mut self, id: &str) -> Result<(), MonitorError> {
+        for conn in self.containers.delete(id, &self.cgroup_root)? {
+            self.respond(conn, Resp::AttachEnded(proto::AttachEnded {}));
+            self.resume(conn);
+        }
+        Ok(())
     }
 }
