@@ -69,9 +69,8 @@ fn terminals_come_from_the_container_devpts() {
     // An exec's tty in a container whose init has pipes.
     let (bundle, init) = running_sleeper(dir.path(), &parent, "e");
     let target = ExecTarget::prepare(&bundle, init, root).unwrap();
-    let args: Vec<String> = ["sh", "-c", "tty; test -t 1 && echo terminal"]
-        .map(String::from)
-        .into();
+    let script = "tty; test -t 1 && echo terminal; echo $TERM; ls /proc/self/fd";
+    let args: Vec<String> = ["sh", "-c", script].map(String::from).into();
     let spawned = exec(ExecOptions {
         target: &target,
         args: &args,
@@ -80,7 +79,8 @@ fn terminals_come_from_the_container_devpts() {
     .unwrap_or_else(|e| panic!("exec: {e}"));
     let out = read_master(spawned.console.expect("a master"));
     assert_eq!(wait_exit(spawned.pid), 0, "{out}");
-    assert_eq!(out, "/dev/pts/0\r\nterminal\r\n");
+    // Only the terminal crosses into the container (3 is ls's own directory fd).
+    assert_eq!(out, "/dev/pts/0\r\nterminal\r\nxterm\r\n0  1  2  3\r\n");
     drop(target);
     destroy(&bundle, root).unwrap();
     assert_eq!(

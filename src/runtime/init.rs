@@ -122,7 +122,7 @@ fn prepare(a: PrepareArgs<'_, '_>) -> Result<ReadyToExec, RuntimeError> {
         let pty = console::open_pty()?;
         pty.mount_as_dev_console()?;
         a.sync.send_console(&pty.master)?;
-        pty.install(process.user().uid(), process.user().gid())?;
+        pty.install(process.user().uid())?;
     }
     rootfs::finalize(a.spec)?;
     let seccomp = a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());

@@ -5,7 +5,7 @@
 //! namespace. The message sequence is drawn in `sync.rs`.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -263,6 +263,13 @@ pub(super) fn exec(opts: ExecOptions<'_>) -> Result<Spawned, RuntimeError> {
     let mut process = target.process.clone();
     process.set_args(Some(opts.args.to_vec()));
     process.set_terminal(Some(opts.stdio.is_console()));
+    if opts.stdio.is_console() {
+        // As containerd for an exec with a tty: programs need a terminal type.
+        let mut env = process.env().clone().unwrap_or_default();
+        env.retain(|e| !e.starts_with("TERM="));
+        env.push("TERM=xterm".into());
+        process.set_env(Some(env));
+    }
     let (mut sync, child_sync) = sync::channel()?;
     // One fork, born in the container's pid namespace, instead of an intermediate that
     // joins it and forks again: the guard points this thread's next child there and
@@ -306,19 +313,26 @@ fn exec_setup_result(sync: &mut Channel, console: bool) -> Result<Option<OwnedFd
     }
 }
 
-/// The exec'd process before it runs the command: it moves itself into the container's
-/// cgroup (cheaper than being moved: see `CgroupManager::open_self_join`), then joins
-/// the container's namespaces, whose devpts its terminal (if any) comes from.
+/// The exec'd process before it runs the command: it takes its stdio while still on the
+/// host's filesystem (/dev/null for what is not given), moves itself into the
+/// container's cgroup (cheaper than being moved: see `CgroupManager::open_self_join`),
+/// joins the container's namespaces and at once closes every fd of the monitor's: from
+/// then on paths are the container's to control, and none may lead to one of them
+/// (other containers' logs, cgroup files). Its terminal, if any, comes from the
+/// container's devpts.
 fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: Stdio) -> ! {
-    let setup = |sync: &mut Channel| -> Result<Option<Console>, RuntimeError> {
+    let wants_console = stdio.is_console();
+    let setup = move |sync: &mut Channel| -> Result<Option<Console>, RuntimeError> {
         signals::reset()?;
+        stdio::install(stdio)?;
         cgroups::join_self(&target.cgroup)?;
         namespaces::enter(&target.joins, CloneFlags::empty())?;
+        stdio::close_all_except(&[sync.as_raw_fd()])?;
         if namespaces::joins_user(&target.joins) {
             // Before the terminal: a pty made by an unmapped host root is EOVERFLOW.
             namespaces::become_root_in_userns()?;
         }
-        if !stdio.is_console() {
+        if !wants_console {
             return Ok(None);
         }
         let pty = console::open_pty()?;
@@ -333,25 +347,20 @@ fn exec_child(target: &ExecTarget, process: &Process, mut sync: Channel, stdio: 
         }
     };
     drop(sync);
-    exec_process(process, target.seccomp.as_ref(), stdio, console)
+    exec_process(process, target.seccomp.as_ref(), console)
 }
 
 /// The exec'd process inside the container. Its failures go to its own stderr with exit
 /// code 127, as a shell reports a command it cannot run.
-fn exec_process(
-    process: &Process,
-    seccomp: Option<&Filter>,
-    stdio: Stdio,
-    console: Option<Console>,
-) -> ! {
-    let user = process.user();
-    let installed = stdio::install(stdio)
-        .and_then(|()| match console {
-            Some(c) => c.install(user.uid(), user.gid()),
-            None => Ok(()),
-        })
-        .and_then(|()| stdio::close_all_except(&[]));
-    if installed.is_err() {
+fn exec_process(process: &Process, seccomp: Option<&Filter>, console: Option<Console>) -> ! {
+    let installed = match console {
+        Some(c) => c.install(process.user().uid()),
+        None => Ok(()),
+    };
+    if installed
+        .and_then(|()| stdio::close_all_except(&[]))
+        .is_err()
+    {
         exit_now(127);
     }
     match init::prepare_process(process, seccomp.cloned()) {
