@@ -122,12 +122,13 @@ async fn exec_checks_its_request_and_issues_a_single_use_url() {
     let (out, _, status) = ws_exec(&url, &[b"\x00data\n", b"\xff\x00"]).await;
     assert_eq!(out, "data\n");
     assert!(status.contains("Success"), "{status}");
-    // The older and the base64 protocols: the same channels; before v4 the error
-    // channel carries only a failure's text.
+    // The older and the base64 protocols, and none offered (binary, as the oldest):
+    // the same channels; before v4 the error channel carries only a failure's text.
     for (proto, status) in [
         ("v4.base64.channel.k8s.io", "Success"),
         ("base64.channel.k8s.io", ""),
         ("channel.k8s.io", ""),
+        ("", ""),
     ] {
         let mut req = request(&created, &["sh", "-c", "cat; echo err >&2"]);
         (req.stdin, req.stderr) = (true, true);

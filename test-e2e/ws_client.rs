@@ -43,17 +43,24 @@ impl Session {
         Session::connect_with(url, "v5.channel.k8s.io").await
     }
 
-    /// Connects offering only `protocol`.
+    /// Connects offering only `protocol` (none for "").
     pub async fn connect_with(url: &str, protocol: &str) -> Session {
         let ws = url.replacen("http://", "ws://", 1);
         let mut req = ws.as_str().into_client_request().unwrap();
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        if !protocol.is_empty() {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        }
         let host = req.uri().authority().unwrap().to_string();
         let tcp = TcpStream::connect(host).await.unwrap();
         let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
-        let chosen = resp.headers().get("Sec-WebSocket-Protocol").unwrap();
-        assert_eq!(chosen.to_str().unwrap(), protocol);
+        let chosen = resp.headers().get("Sec-WebSocket-Protocol");
+        let chosen = chosen.map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            chosen.unwrap_or_default(),
+            protocol,
+            "the protocol answered"
+        );
         Session {
             ws,
             base64: protocol.contains("base64"),

@@ -50,10 +50,25 @@ pub const PROTOCOLS: [WsProtocol; 5] = [
 ];
 const CHUNK: usize = 128 * 1024;
 
+/// What a client that offers no subprotocol gets, as from kubelet: binary channels,
+/// the error channel before v4's Status; no protocol named in the answer.
+const UNNAMED: WsProtocol = ws("", false, Protocol::V1);
+
 impl WsProtocol {
     fn frame(self, channel: Channel, data: &[u8]) -> Message {
         wschannel::encode(self.base64, channel as u8, data)
     }
+}
+
+/// The client's first offer that crius speaks, in the client's order (kubelet's
+/// wsstream handshake); [`UNNAMED`] when it offers none.
+pub fn choose(offered: &[String]) -> Option<WsProtocol> {
+    if offered.is_empty() {
+        return Some(UNNAMED);
+    }
+    offered
+        .iter()
+        .find_map(|o| PROTOCOLS.into_iter().find(|p| p.name == o))
 }
 
 /// Serves one exec (or attach) on an upgraded WebSocket connection.
@@ -63,6 +78,14 @@ where
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
     let (mut sink, mut source) = ws.split();
+    // kubelet's first message, empty, on the lowest channel the client reads: the
+    // connection is established (clients of the older protocols wait for it).
+    let first = match (exec.stdout, exec.stderr) {
+        (true, _) => Channel::Stdout,
+        (false, true) => Channel::Stderr,
+        (false, false) => Channel::Error,
+    };
+    let _ = sink.send(proto.frame(first, &[])).await;
     let mut process = match exec.start().await {
         Ok(p) => p,
         Err(msg) => {
@@ -72,19 +95,8 @@ where
             return;
         }
     };
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let normal = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
-        let _ = sink.send(Message::Close(Some(normal))).await;
-    });
+    let (out_tx, out_rx) = mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(write_loop(sink, out_rx));
     let input = Input::new(process.stdin.take(), process.resize.take(), process.pty);
     let reader = async {
         let mut input = input;
@@ -118,6 +130,24 @@ where
     }
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// Sends what the relay queues, then closes normally: client-go reads each channel to
+/// that end.
+async fn write_loop<S>(mut sink: S, mut queued: mpsc::Receiver<Message>)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    while let Some(m) = queued.recv().await {
+        if sink.send(m).await.is_err() {
+            return;
+        }
+    }
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(normal))).await;
 }
 
 /// What the client sends: stdin, its end, and terminal sizes.
@@ -194,5 +224,27 @@ async fn copy(mut from: Option<pipe::Receiver>, to: Relay, out: &mpsc::Sender<Me
         if to.wanted && out.send(to.proto.frame(to.ch, &buf[..n])).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_order_decides_and_none_offered_is_binary_v1() {
+        let offered = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let pick = |l: &[&str]| choose(&offered(l)).map(|p| p.name);
+        assert_eq!(
+            pick(&["base64.channel.k8s.io", "v5.channel.k8s.io"]),
+            Some("base64.channel.k8s.io")
+        );
+        assert_eq!(pick(&["x", "v4.channel.k8s.io"]), Some("v4.channel.k8s.io"));
+        assert_eq!(pick(&["x"]), None);
+        let none = choose(&[]).unwrap();
+        assert_eq!(
+            (none.name, none.base64, none.status),
+            ("", false, Protocol::V1)
+        );
     }
 }

@@ -165,10 +165,7 @@ fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Re
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
         .collect();
-    let Some(protocol) = exec_ws::PROTOCOLS
-        .into_iter()
-        .find(|p| offered.iter().any(|o| o == p.name))
-    else {
+    let Some(protocol) = exec_ws::choose(&offered) else {
         let names: Vec<&str> = exec_ws::PROTOCOLS.iter().map(|p| p.name).collect();
         let msg = format!("supported: {}\n", names.join(", "));
         return plain(StatusCode::FORBIDDEN, msg);
@@ -183,7 +180,7 @@ fn exec_websocket(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Re
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
-    switching(accept, Some(protocol.name))
+    switching(accept, Some(protocol.name).filter(|n| !n.is_empty()))
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool {
