@@ -218,6 +218,14 @@ mod tests {
         }
     }
 
+    /// What needs no default profile works whatever became of it.
+    fn unconfined_and_localhost_need_no_default(host: &Host) {
+        let profile = |s: &LinuxContainerSecurityContext| apparmor_profile(Some(s), host);
+        assert_eq!(profile(&sc(ProfileType::Unconfined, "")).unwrap(), None);
+        let local = profile(&sc(ProfileType::Localhost, "web")).unwrap();
+        assert_eq!(local.as_deref(), Some("web"));
+    }
+
     #[test]
     fn runtime_default_and_unset_mean_the_loaded_profile() {
         let host = apparmor_host(DefaultProfile::Loaded("crius-default".into()));
@@ -232,13 +240,7 @@ mod tests {
         ] {
             assert_eq!(profile(&asked).unwrap(), ours, "{asked:?}");
         }
-        assert_eq!(profile(&sc(ProfileType::Unconfined, "")).unwrap(), None);
-        assert_eq!(
-            profile(&sc(ProfileType::Localhost, "web"))
-                .unwrap()
-                .as_deref(),
-            Some("web")
-        );
+        unconfined_and_localhost_need_no_default(&host);
         for mut privileged in [
             sc(ProfileType::RuntimeDefault, ""),
             LinuxContainerSecurityContext::default(),
@@ -270,13 +272,7 @@ mod tests {
         let mut privileged = sc(ProfileType::RuntimeDefault, "");
         privileged.privileged = true;
         assert_eq!(profile(&privileged).unwrap(), None);
-        assert_eq!(profile(&sc(ProfileType::Unconfined, "")).unwrap(), None);
-        assert_eq!(
-            profile(&sc(ProfileType::Localhost, "web"))
-                .unwrap()
-                .as_deref(),
-            Some("web")
-        );
+        unconfined_and_localhost_need_no_default(&host);
     }
 
     #[test]
