@@ -13,7 +13,9 @@ use k8s_cri::v1::*;
 
 use crate::exec::upgrade_status;
 use crate::fixtures::*;
-use crate::harness::{CRICTL, Daemon, Runtime, crictl, crictl_preflight, preflight};
+use crate::harness::{
+    CRICTL, Daemon, Runtime, crictl, crictl_endpoints, crictl_preflight, preflight,
+};
 use crate::ws_client::Session;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -223,7 +225,7 @@ async fn attach_and_tty_exec_over_spdy_with_crictl() {
     let pod_id = run_pod(&mut rt, &pod).await;
     let once = create_and_start(&mut rt, &pod_id, &pod, &shell("once", true, false)).await;
     let tty = create_and_start(&mut rt, &pod_id, &pod, &shell("tty", false, true)).await;
-    let crictl_line = format!("{CRICTL} -r unix://{}", d.paths.socket.display());
+    let crictl_line = format!("{CRICTL} {}", crictl_endpoints(&d).join(" "));
 
     let mut child = crictl(&d)
         .args(["attach", "-i", &once])

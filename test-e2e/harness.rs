@@ -489,10 +489,16 @@ pub fn crictl_preflight(test: &str) -> bool {
     present
 }
 
-/// A crictl command talking to `d`.
+/// A crictl command talking to `d` for both services (crictl checks the image
+/// service too, and would otherwise take the machine's crictl.yaml or defaults).
 pub fn crictl(d: &Daemon) -> Command {
     let mut cmd = Command::new(CRICTL);
-    cmd.arg("-r")
-        .arg(format!("unix://{}", d.paths.socket.display()));
+    cmd.args(crictl_endpoints(d));
     cmd
+}
+
+/// crictl's endpoint flags for `d`.
+pub fn crictl_endpoints(d: &Daemon) -> [String; 4] {
+    let endpoint = format!("unix://{}", d.paths.socket.display());
+    ["-r".into(), endpoint.clone(), "-i".into(), endpoint]
 }

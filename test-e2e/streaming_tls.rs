@@ -97,8 +97,7 @@ async fn plain_http(url: &str) -> Vec<u8> {
 
 fn crictl(d: &Daemon, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(CRICTL)
-        .arg("-r")
-        .arg(format!("unix://{}", d.paths.socket.display()))
+        .args(crate::harness::crictl_endpoints(d))
         .args(args)
         .stdin(Stdio::null())
         .output()
