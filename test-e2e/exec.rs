@@ -27,16 +27,19 @@ fn request(id: &str, cmd: &[&str]) -> ExecRequest {
     }
 }
 
-/// The HTTP status the streaming server answers a SPDY upgrade of `url` with, the
-/// client offering stream protocol `proto`.
+/// The HTTP status the streaming server answers a SPDY upgrade of `url` with, as
+/// client-go sends it, offering stream protocol `proto` (none for "").
 pub(crate) async fn upgrade_status(url: &str, proto: &str) -> u16 {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let offer = match proto {
+        "" => String::new(),
+        p => format!("X-Stream-Protocol-Version: {p}\r\n"),
+    };
     let req = format!(
         "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
-         Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {proto}\r\n\
-         Content-Length: 0\r\n\r\n"
+         Upgrade: SPDY/3.1\r\n{offer}Content-Length: 0\r\n\r\n"
     );
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut head = [0u8; 12];

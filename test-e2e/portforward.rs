@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::exec::upgrade_status;
 use crate::fixtures::*;
 use crate::harness::{Daemon, Options, Runtime, crictl, crictl_preflight, preflight};
 
@@ -102,28 +103,8 @@ async fn ws_bulk_echo(ws: Ws, ch: u8, len: usize) -> Ws {
     writer.await.unwrap().reunite(stream).unwrap()
 }
 
-/// The status of a raw SPDY upgrade request to `url`, as client-go sends it.
-async fn spdy_upgrade(url: &str, protocol: bool) -> u16 {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    let proto = if protocol {
-        "X-Stream-Protocol-Version: portforward.k8s.io\r\n"
-    } else {
-        ""
-    };
-    let req = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
-         Upgrade: SPDY/3.1\r\n{proto}Content-Length: 0\r\n\r\n"
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut head = [0u8; 12];
-    tcp.read_exact(&mut head).await.unwrap();
-    let status = String::from_utf8_lossy(&head[9..12]).into_owned();
-    status
-        .parse()
-        .unwrap_or_else(|_| panic!("a status line: {head:?}"))
-}
+/// The stream protocol of port-forward over SPDY.
+const PF: &str = "portforward.k8s.io";
 
 /// The next data message: (channel, payload); `None` once the server closed.
 async fn next(ws: &mut Ws) -> Option<(u8, Vec<u8>)> {
@@ -209,13 +190,13 @@ async fn port_forward_over_websocket() {
 
     let url = port_forward(&mut rt, &pod).await.expect("PortForward");
     assert_eq!(
-        spdy_upgrade(&url, false).await,
+        upgrade_status(&url, "").await,
         403,
         "no stream protocol offered"
     );
     let url = port_forward(&mut rt, &pod).await.expect("PortForward");
-    assert_eq!(spdy_upgrade(&url, true).await, 101);
-    assert_eq!(spdy_upgrade(&url, true).await, 404, "tokens are single use");
+    assert_eq!(upgrade_status(&url, PF).await, 101);
+    assert_eq!(upgrade_status(&url, PF).await, 404, "tokens are single use");
 
     let missing = port_forward(&mut rt, &"0".repeat(64)).await;
     assert_eq!(code(&missing), tonic::Code::NotFound);

@@ -133,11 +133,27 @@ fn exec_spdy(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Respons
     if !has_token(req.headers(), header::UPGRADE, "SPDY/3.1") {
         return plain(StatusCode::BAD_REQUEST, "expected an upgrade to SPDY/3.1\n");
     }
-    let upgrade = hyper::upgrade::on(&mut req);
     let idle = shared.idle;
+    switch_to_spdy(&mut req, protocol.name(), move |io| {
+        super::exec::run(io, exec, protocol, idle)
+    })
+}
+
+/// Answers 101 with the chosen stream protocol and serves the upgraded connection with
+/// `serve` on its own task.
+fn switch_to_spdy<F, Fut>(
+    req: &mut Request<Incoming>,
+    protocol: &'static str,
+    serve: F,
+) -> Response<String>
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => super::exec::run(TokioIo::new(io), exec, protocol, idle).await,
+            Ok(io) => serve(TokioIo::new(io)).await,
             Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
         }
     });
@@ -145,10 +161,7 @@ fn exec_spdy(mut req: Request<Incoming>, exec: Exec, shared: &Shared) -> Respons
     let h = r.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    h.insert(
-        STREAM_PROTOCOL_HEADER,
-        HeaderValue::from_static(protocol.name()),
-    );
+    h.insert(STREAM_PROTOCOL_HEADER, HeaderValue::from_static(protocol));
     r
 }
 
@@ -214,22 +227,9 @@ fn spdy(mut req: Request<Incoming>, fwd: Forwarder) -> Response<String> {
             format!("no supported stream protocol offered; supported: {PORT_FORWARD_PROTOCOL}\n");
         return plain(StatusCode::FORBIDDEN, msg);
     }
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(io) => portforward::spdy::run(TokioIo::new(io), fwd).await,
-            Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
-        }
-    });
-    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
-    let h = r.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    h.insert(
-        STREAM_PROTOCOL_HEADER,
-        HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
-    );
-    r
+    switch_to_spdy(&mut req, PORT_FORWARD_PROTOCOL, move |io| {
+        portforward::spdy::run(io, fwd)
+    })
 }
 
 /// Switches to WebSocket: SPDY tunneled in it if the client asks for that, else

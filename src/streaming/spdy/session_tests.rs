@@ -26,6 +26,12 @@ impl Client {
         f.await.expect("a frame within 60 s").unwrap()
     }
 
+    /// Announces flow control with a tiny initial window, as a flow-controlling peer.
+    async fn initial_window(&mut self, size: u32) {
+        let setting = (frame::SETTINGS_INITIAL_WINDOW_SIZE, size);
+        self.send(Frame::Settings(vec![setting])).await;
+    }
+
     async fn syn(&mut self, stream: u32, kind: &str) {
         let headers = Headers(vec![("streamtype".into(), kind.into())]);
         let (associated, priority, flags) = (0, 0, 0);
@@ -104,11 +110,7 @@ async fn consumed_data_reopens_the_windows() {
 #[tokio::test]
 async fn a_flow_controlling_peer_is_sent_no_more_than_its_window() {
     let (mut c, mut streams) = start(8);
-    c.send(Frame::Settings(vec![(
-        frame::SETTINGS_INITIAL_WINDOW_SIZE,
-        10,
-    )]))
-    .await;
+    c.initial_window(10).await;
     c.syn(1, "data").await;
     let s = streams.recv().await.unwrap();
     let writer = s.writer.clone();
@@ -202,11 +204,7 @@ async fn an_idle_connection_is_closed_with_goaway() {
 #[tokio::test]
 async fn an_unread_stream_does_not_hold_up_window_updates_for_another() {
     let (mut c, mut streams) = start(8);
-    c.send(Frame::Settings(vec![(
-        frame::SETTINGS_INITIAL_WINDOW_SIZE,
-        10,
-    )]))
-    .await;
+    c.initial_window(10).await;
     c.syn(1, "data").await;
     let _unread = streams.recv().await.unwrap();
     c.syn(3, "data").await;
